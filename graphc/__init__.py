@@ -1,0 +1,34 @@
+"""graphc: declare a static tensor graph, derive its gradient symbolically in Einstein
+notation, inspect the derivation, and run forward, backward and update as fused
+opt_einsum calls.
+
+>>> import graphc as gc
+>>> g = gc.Graph("affine")
+>>> x = g.input("x", ("n", 3)); W = g.param("W", (3, 2)); b = g.param("b", (2,))
+>>> loss = ((x @ W + b) ** 2).sum()
+>>> dW, db = gc.grad(loss, [W, b])
+"""
+
+from graphc.compiler import CompiledFunction, compile, explain, grad
+from graphc.errors import (
+    BindingError, DataError, GradError, GraphcError, GraphError, NumericsError, SerializationError, ShapeError,
+    SpecError,
+)
+from graphc.ops import (
+    Graph, Node, add, argmax, copy, diagonal, div, einsum, exp, log, log_softmax, matmul, maximum,
+    mean, mul, neg, one_hot, outer, power, relu, sigmoid, softmax, softmax_cross_entropy, sqrt, step, sub, sum,
+    tanh, trace, transpose,
+)
+from graphc.ops.elementwise import elementwise
+from graphc.testing import check_grads
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Graph", "Node", "grad", "compile", "explain", "check_grads", "CompiledFunction",
+    "einsum", "matmul", "transpose", "sum", "mean", "trace", "diagonal", "outer",
+    "add", "sub", "mul", "div", "neg", "power", "exp", "log", "sqrt", "tanh", "sigmoid", "relu", "step",
+    "maximum", "copy", "elementwise", "softmax", "log_softmax", "softmax_cross_entropy", "one_hot", "argmax",
+    "GraphcError", "GraphError", "ShapeError", "SpecError", "BindingError", "GradError", "NumericsError",
+    "SerializationError", "DataError",
+]

@@ -1,0 +1,184 @@
+"""``compile``: from output nodes to a checked, specialised Python callable.
+
+Compiling simplifies the graph, emits source once and execs it.  Calling binds
+the arrays by name, checks every shape and dtype against the declaration (a
+clear :class:`BindingError`, never a numpy broadcast), binds the symbolic dims,
+and runs the function specialised for those dims and that dtype; specialising
+builds the opt_einsum expressions (contraction paths) once and caches them, so
+a call does no path search.
+
+A compiled function keeps no state between calls (kernels are immutable once
+built and every intermediate is local), so one function may be called from
+several threads at once.
+"""
+
+from __future__ import annotations
+
+import builtins
+import linecache
+import threading
+from typing import Any, Mapping, Sequence
+
+from graphc.compiler import runtime
+from graphc.compiler.emit import Program, emit
+from graphc.compiler.simplify import simplify
+from graphc.errors import BindingError, GraphError
+from graphc.ops.node import Node, format_shape
+
+_COUNTER = iter(range(1, 1 << 62))
+
+
+def _namespace(array):
+    """The array namespace of ``array``: numpy for numpy arrays, array-api-compat otherwise."""
+    import numpy as np
+
+    if isinstance(array, np.ndarray):
+        return np
+    try:
+        import array_api_compat
+    except ImportError:  # pragma: no cover
+        raise BindingError(f"arrays of type {type(array).__name__} need the optional package array-api-compat") from None
+    return array_api_compat.array_namespace(array)
+
+
+class CompiledFunction:
+    """A compiled graph function.  Call it with arrays by name: ``fn(x=X, W=W)`` or ``fn({"x": X})``.
+
+    ``source`` is the generated Python; ``args`` the names it reads; ``explain()``
+    prints what it computes.  It returns a tuple, or a single array when compiled
+    from a single node.
+    """
+
+    def __init__(self, outputs: Sequence[Node], single: bool, name: str, fuse: bool = True):
+        self.outputs = list(outputs)
+        self._single = single
+        graph = outputs[0].graph
+        self.graph = graph
+        self.program: Program = emit(simplify(outputs, fuse=fuse), name)
+        self.source = self.program.source
+        filename = f"<graphc:{name}:{next(_COUNTER)}>"
+        linecache.cache[filename] = (len(self.source), None, self.source.splitlines(True), filename)
+        namespace: dict[str, Any] = {}
+        exec(builtins.compile(self.source, filename, "exec"), namespace)  # noqa: S102 - our own generated source
+        self._build = namespace["build"]
+        self._specialised: dict = {}
+        self._lock = threading.Lock()
+        self.args = [leaf.name for leaf in self.program.args]
+
+    def __repr__(self) -> str:
+        return f"<CompiledFunction {self.program.name}({', '.join(map(repr, self.args))}) -> {len(self.outputs)} output(s)>"
+
+    # -- binding ---------------------------------------------------------------------
+    def _bind(self, args: tuple, kwargs: dict) -> list:
+        if args:
+            if len(args) != 1 or not isinstance(args[0], Mapping):
+                raise BindingError(f"{self.program.name}: pass arrays by name, fn(x=...) or fn({{'x': ...}})")
+            kwargs = {**args[0], **kwargs}
+        known = self.graph.leaves
+        extra = [k for k in kwargs if k not in known]
+        if extra:
+            raise BindingError(
+                f"{self.program.name}: unknown input(s) {extra}; the graph {self.graph.name!r} declares {list(known)}"
+            )
+        missing = [a for a in self.args if a not in kwargs]
+        if missing:
+            raise BindingError(f"{self.program.name}: missing input(s) {missing}; this function reads {self.args}")
+        return [kwargs[a] for a in self.args]
+
+    def _check(self, arrays: list) -> tuple:
+        import numpy as np
+
+        bound: dict[str, tuple] = {}
+        float_dtype, float_from = None, None
+        checked = []
+        for leaf, value in zip(self.program.args, arrays):
+            if not hasattr(value, "shape") or not hasattr(value, "dtype"):
+                try:
+                    value = np.asarray(value)
+                except Exception as exc:  # noqa: BLE001 - any conversion failure is the user's input
+                    raise BindingError(f"{leaf.name!r}: cannot make an array of {type(value).__name__}: {exc}") from None
+            shape = tuple(value.shape)
+            if len(shape) != leaf.ndim:
+                raise BindingError(
+                    f"{leaf.name!r}: expected an array of shape {format_shape(leaf.shape)} "
+                    f"(rank {leaf.ndim}), got shape {format_shape(shape)}"
+                )
+            for axis, (want, got) in enumerate(zip(leaf.shape, shape)):
+                if isinstance(want, int):
+                    if got != want:
+                        raise BindingError(
+                            f"{leaf.name!r}: axis {axis} must be {want} (declared shape {format_shape(leaf.shape)}), "
+                            f"got shape {format_shape(shape)}"
+                        )
+                elif want in bound and bound[want][0] != got:
+                    first_size, first_name = bound[want]
+                    raise BindingError(
+                        f"dim {want!r} is {first_size} in {first_name!r} but {got} in {leaf.name!r} "
+                        f"(shape {format_shape(shape)}, declared {format_shape(leaf.shape)})"
+                    )
+                else:
+                    bound.setdefault(want, (got, leaf.name))
+            kind = getattr(value.dtype, "kind", None)
+            if kind is None:  # a non-numpy array library: ask its namespace
+                xp = _namespace(value)
+                kind = "f" if xp.isdtype(value.dtype, "real floating") else "i" if xp.isdtype(value.dtype, "integral") else "?"
+            if leaf.kind == "float":
+                if kind != "f":
+                    raise BindingError(
+                        f"{leaf.name!r}: expected a floating-point array, got dtype {value.dtype}; "
+                        "convert it explicitly (e.g. X.astype(np.float32))"
+                    )
+                if float_dtype is None:
+                    float_dtype, float_from = value.dtype, leaf.name
+                elif value.dtype != float_dtype:
+                    raise BindingError(
+                        f"{leaf.name!r} has dtype {value.dtype} but {float_from!r} has {float_dtype}; "
+                        "all float inputs of one call must share a dtype"
+                    )
+            elif leaf.kind == "int" and kind not in ("i", "u"):
+                raise BindingError(f"{leaf.name!r}: expected an integer array of labels, got dtype {value.dtype}")
+            checked.append(value)
+        if float_dtype is None:
+            float_dtype = np.dtype(np.float64)
+        dims = tuple(bound[d][0] for d in self.program.dims)
+        return checked, dims, float_dtype
+
+    def _specialise(self, dims: tuple, dtype, xp):
+        import opt_einsum
+
+        size = dict(zip(self.program.dims, dims))
+        concrete = lambda shape: tuple(size[d] if isinstance(d, str) else d for d in shape)  # noqa: E731
+        kernels = [opt_einsum.contract_expression(k.spec, *map(concrete, k.shapes), optimize="auto")
+                   for k in self.program.kernels]
+        return self._build(xp, runtime, kernels, dtype)
+
+    def __call__(self, *args, **kwargs):
+        arrays, dims, dtype = self._check(self._bind(args, kwargs))
+        xp = _namespace(arrays[0]) if arrays else __import__("numpy")
+        key = (dims, str(dtype), xp.__name__)
+        run = self._specialised.get(key)
+        if run is None:
+            with self._lock:
+                run = self._specialised.get(key) or self._specialise(dims, dtype, xp)
+                self._specialised[key] = run
+        results = run(*arrays, *dims)
+        return results[0] if self._single else results
+
+    def explain(self, **kw) -> str:
+        from graphc.compiler.explain import explain
+
+        return explain(self.outputs, **kw)
+
+
+def compile(outputs, name: str | None = None, fuse: bool = True) -> CompiledFunction:  # noqa: A001
+    """Compile output node(s) into a callable.  ``outputs``: a node or a sequence of nodes."""
+    single = isinstance(outputs, Node)
+    outs = [outputs] if single else list(outputs)
+    if not outs:
+        raise GraphError("compile: no outputs given")
+    for o in outs:
+        if not isinstance(o, Node):
+            raise GraphError(f"compile: outputs must be graph nodes, got {o!r}")
+        if o.graph is not outs[0].graph:
+            raise GraphError(f"compile: outputs {outs[0].name!r} and {o.name!r} belong to different graphs")
+    return CompiledFunction(outs, single, name or outs[0].graph.name, fuse=fuse)

@@ -1,0 +1,178 @@
+"""Code emission: turn the simplified graph into readable Python source.
+
+The source is a factory ``build(xp, rt, kernels, dtype)`` returning the function
+``run(a0, a1, ..., d0, ...)``: arrays in, symbolic dims in, a tuple of results
+out.  User names never appear in code: arguments are ``a<k>``, dims ``d<k>``,
+values ``v<k>``; names appear only in comments, escaped so they cannot end the
+line.  Contractions call ``kernels[k]``, opt_einsum expressions built once per set
+of concrete shapes; elementwise nodes are sympy expressions printed against the
+array namespace ``xp``; a value is deleted after its last use.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from graphc.compiler.notation import formula, safe
+from graphc.compiler.printing import code
+from graphc.compiler.walk import toposort
+from graphc.errors import GraphError
+from graphc.ops.contraction import Contraction, letter_sizes
+from graphc.ops.elementwise import Elementwise
+from graphc.ops.leaves import Constant, Delta, DimSize, Input, Zeros
+from graphc.ops.nn import Argmax, LogSoftmax, OneHot, Softmax, SoftmaxCrossEntropy
+from graphc.ops.node import Node
+
+
+@dataclass
+class Kernel:
+    """One contraction to build with opt_einsum once the dims are known."""
+
+    spec: str
+    shapes: list  # per operand: a tuple of dims (ints and symbolic names)
+
+
+@dataclass
+class Program:
+    name: str
+    source: str
+    args: list  # leaf nodes, in argument order
+    dims: list  # symbolic dim names, in argument order
+    outputs: list
+    kernels: list = field(default_factory=list)
+    order: list = field(default_factory=list)
+
+
+def _arg_order(order: list[Node]) -> list[Node]:
+    leaves = [n for n in order if isinstance(n.op, Input)]
+    rank = {id(n): k for k, n in enumerate(leaves[0].graph.leaves.values())} if leaves else {}
+    return sorted(leaves, key=lambda n: rank.get(id(n), len(rank)))
+
+
+def _view(var: str, indices: str, out: str) -> str:
+    """Index ``var`` (written with ``indices``) so it broadcasts against ``out``."""
+    if not indices:
+        return var
+    in_order = "".join(c for c in out if c in indices)
+    if in_order != indices:
+        var = f"xp.permute_dims({var}, {tuple(indices.index(c) for c in in_order)})"
+    first = out.index(in_order[0])
+    if out[first:] == in_order:  # right-aligned: numpy broadcasting does the rest
+        return var
+    return f"{var}[{', '.join(':' if c in in_order else 'None' for c in out[first:])}]"
+
+
+def emit(outputs: list[Node], name: str = "graph") -> Program:
+    order = toposort(outputs)
+    args = _arg_order(order)
+    dims: list[str] = []
+    for leaf in args:
+        dims.extend(d for d in leaf.shape if isinstance(d, str) and d not in dims)
+    for node in order:
+        unbound = [d for d in node.shape if isinstance(d, str) and d not in dims]
+        if unbound:
+            raise GraphError(
+                f"compile: {node.name!r} has dim {unbound[0]!r}, which no input of this function binds; "
+                "add an output that reads an input with that dim, or give the dim a fixed size"
+            )
+
+    var: dict[int, str] = {id(a): f"a{k}" for k, a in enumerate(args)}
+    dim_var = {d: f"d{k}" for k, d in enumerate(dims)}
+    dim_code = lambda d: dim_var[d] if isinstance(d, str) else str(d)  # noqa: E731
+    shape_code = lambda s: "(" + "".join(dim_code(d) + ", " for d in s).rstrip(" ") + ")"  # noqa: E731
+
+    kernels: list[Kernel] = []
+    body: list[tuple[str, Node]] = []
+    names = {}
+    for node in order:
+        if id(node) in var:
+            continue
+        op = node.op
+        ins = [var[id(i)] for i in node.inputs]
+        if isinstance(op, DimSize):
+            var[id(node)] = dim_code(op.dim)
+            continue
+        v = var[id(node)] = f"v{len(body)}"
+        if isinstance(op, Constant):
+            rhs = f"xp.asarray({op.value!r}, dtype=dtype)"
+        elif isinstance(op, Zeros):
+            rhs = f"xp.zeros({shape_code(node.shape)}, dtype=dtype)"
+        elif isinstance(op, Delta):
+            rhs = f"xp.eye({dim_code(node.shape[0])}, dtype=dtype)"
+        elif isinstance(op, Contraction):
+            rhs = _contraction(node, ins, kernels, dim_code, shape_code)
+        elif isinstance(op, Elementwise):
+            rhs = code(op.fn.expr, {s: _view(x, idx, op.out_indices)
+                                    for s, x, idx in zip(op.fn.symbols, ins, op.in_indices)})
+        elif isinstance(op, Softmax):
+            rhs = f"rt.softmax(xp, {ins[0]})"
+        elif isinstance(op, LogSoftmax):
+            rhs = f"rt.log_softmax(xp, {ins[0]})"
+        elif isinstance(op, SoftmaxCrossEntropy):
+            helper = "softmax_cross_entropy_labels" if op.integer_labels else "softmax_cross_entropy"
+            rhs = f"rt.{helper}(xp, {ins[0]}, {ins[1]})"
+        elif isinstance(op, OneHot):
+            rhs = f"rt.one_hot(xp, {ins[0]}, {dim_code(op.classes)}, dtype)"
+        elif isinstance(op, Argmax):
+            rhs = f"xp.argmax({ins[0]}, axis=-1)"
+        else:  # pragma: no cover - every op of graphc.ops is handled above
+            raise GraphError(f"compile: no code for op {op.describe()} of {node.name!r}")
+        body.append((f"{v} = {rhs}", node))
+        names[id(node)] = node.name
+
+    # Results that are views of inputs (transposes, broadcasts, the inputs themselves) are copied once.
+    views = {var[id(a)] for a in args} | {v for stmt, _ in body for v in [stmt.split(" = ", 1)[0]]
+                                          if " = xp.permute_dims(" in stmt or " = xp.broadcast_to(" in stmt}
+    out_vars = []
+    for o in outputs:
+        x = var[id(o)]
+        out_vars.append(f"rt.materialize(xp, {x})" if x in views or isinstance(o.op, DimSize) else x)
+
+    # Delete each intermediate after its last use, to keep peak memory down.
+    last_use: dict[str, int] = {}
+    for k, (_, node) in enumerate(body):
+        for i in node.inputs:
+            last_use[var[id(i)]] = k
+    keep = {var[id(o)] for o in outputs}
+    lines = []
+    for k, (stmt, node) in enumerate(body):
+        comment = safe(formula(node))
+        lines.append(f"        {stmt}  # {comment}" if len(comment) < 160 else f"        # {comment[:157]}...\n        {stmt}")
+        dead = [x for x, last in last_use.items() if last == k and x.startswith("v") and x not in keep]
+        if dead:
+            lines.append(f"        del {', '.join(sorted(dead, key=lambda s: int(s[1:])))}")
+    params = ", ".join([var[id(a)] for a in args] + [dim_var[d] for d in dims])
+    header = [f"# graphc: {safe(name)}"]
+    header += [f"#   {var[id(a)]} = {safe(a.name)} {safe(str(a.shape))}" for a in args]
+    header += [f"#   {dim_var[d]} = dim {safe(d)}" for d in dims]
+    source = "\n".join(header + [
+        "def build(xp, rt, kernels, dtype):",
+        f"    {', '.join(f'k{k}' for k in range(len(kernels)))}{',' if len(kernels) == 1 else ''} = kernels" if kernels else "    pass",
+        f"    def run({params}):",
+        *lines,
+        f"        return ({', '.join(out_vars)}{',' if len(out_vars) == 1 else ''})",
+        "    return run",
+        "",
+    ])
+    return Program(name, source, args, dims, list(outputs), kernels, order)
+
+
+def _contraction(node: Node, ins: list[str], kernels: list, dim_code, shape_code) -> str:
+    spec = node.op.spec
+    present = set("".join(spec.inputs))
+    core = "".join(c for c in spec.output if c in present)
+    single = len(spec.inputs) == 1 and len(set(spec.inputs[0])) == len(spec.inputs[0])
+    if single and sorted(spec.inputs[0]) == sorted(core):  # a transpose: a view, never a copy
+        rhs = ins[0] if spec.inputs[0] == core else f"xp.permute_dims({ins[0]}, {tuple(spec.inputs[0].index(c) for c in core)})"
+    elif single and all(c in spec.inputs[0] for c in core) and core == "".join(c for c in spec.inputs[0] if c in core):
+        axes = tuple(k for k, c in enumerate(spec.inputs[0]) if c not in core)
+        rhs = f"xp.sum({ins[0]}, axis={axes})"
+    else:
+        k = len(kernels)
+        kernels.append(Kernel(",".join(spec.inputs) + "->" + core, [i.shape for i in node.inputs]))
+        rhs = f"k{k}({', '.join(ins)})"
+    if core != spec.output:  # output indices found in no operand: broadcast
+        sizes = letter_sizes(node)
+        expanded = tuple(sizes[c] if c in present else 1 for c in spec.output)
+        rhs = f"xp.broadcast_to(xp.reshape({rhs}, {shape_code(expanded)}), {shape_code(node.shape)})"
+    return rhs

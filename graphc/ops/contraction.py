@@ -1,0 +1,312 @@
+"""Contractions: every product-and-sum of tensors, written as an einsum spec.
+
+``out[O] = Σ_{letters not in O} Π_k A_k[I_k]``.  Matmul, transpose, trace,
+diagonal, outer products, batched products and sums over axes are all of this
+form.  Internally one generalisation is allowed that user specs may not use: an
+output letter absent from every operand, which broadcasts (it appears in the
+adjoint of an index that was summed out, the seed's ``B = 1·b``).  Repeated
+output letters are never needed: the adjoint of ``ii->i`` carries an explicit
+Kronecker-delta operand instead.
+
+The derivative rule is the seed's index calculus: ∂out[O]/∂A_j[P] is the product
+of the other operands with one δ per index of A_j; contracting the δs renames
+indices, which amounts to swapping the output term with operand j's term.
+"""
+
+from __future__ import annotations
+
+import string
+from dataclasses import dataclass
+from typing import Mapping, Sequence
+
+from graphc.errors import ShapeError, SpecError
+from graphc.ops.leaves import Delta, Zeros, delta, dim_size, zeros
+from graphc.ops.node import Dim, Node, Op, as_node, format_shape, same_graph
+
+LETTERS = string.ascii_letters
+
+
+@dataclass(frozen=True)
+class Spec:
+    """A parsed einsum spec: one index string per operand and one for the output."""
+
+    inputs: tuple
+    output: str
+
+    def __str__(self) -> str:
+        return ",".join(self.inputs) + "->" + self.output
+
+    @property
+    def letters(self) -> set:
+        return set("".join(self.inputs)) | set(self.output)
+
+    @property
+    def summed(self) -> str:
+        """Letters contracted away, in order of first appearance."""
+        seen = []
+        for ch in "".join(self.inputs):
+            if ch not in self.output and ch not in seen:
+                seen.append(ch)
+        return "".join(seen)
+
+    def canonical(self) -> str:
+        """The spec with letters renamed by first appearance: equal for equal contractions."""
+        mapping: dict = {}
+        for ch in "".join(self.inputs) + self.output:
+            mapping.setdefault(ch, LETTERS[len(mapping)])
+        return str(Spec(tuple("".join(mapping[c] for c in t) for t in self.inputs), "".join(mapping[c] for c in self.output)))
+
+
+def parse_spec(spec: str, n_operands: int, op_name: str = "einsum") -> Spec:
+    """Parse a user's einsum spec (numpy's rules; no ellipsis) and check it against the operand count."""
+    if not isinstance(spec, str):
+        raise SpecError(f"{op_name}: the spec must be a string like 'ij,jk->ik', got {spec!r}")
+    text = spec.replace(" ", "")
+    if text.count("->") > 1:
+        raise SpecError(f"{op_name}: spec {spec!r} has more than one '->'")
+    if "." in text:
+        raise SpecError(f"{op_name}: spec {spec!r}: ellipsis ('...') is not supported; name every index")
+    lhs, arrow, rhs = text.partition("->")
+    terms = tuple(lhs.split(","))
+    for term in terms + ((rhs,) if arrow else ()):
+        bad = [c for c in term if c not in LETTERS]
+        if bad:
+            raise SpecError(f"{op_name}: spec {spec!r}: {bad[0]!r} is not an index letter (use a-z, A-Z)")
+    if len(terms) != n_operands:
+        raise SpecError(f"{op_name}: spec {spec!r} names {len(terms)} operand(s) but {n_operands} were given")
+    if not arrow:  # numpy's implicit mode: letters seen once, sorted
+        joined = "".join(terms)
+        rhs = "".join(sorted(c for c in set(joined) if joined.count(c) == 1))
+    if len(set(rhs)) != len(rhs):
+        raise SpecError(f"{op_name}: spec {spec!r}: output {rhs!r} repeats an index")
+    missing = [c for c in rhs if c not in "".join(terms)]
+    if missing:
+        raise SpecError(f"{op_name}: spec {spec!r}: output index {missing[0]!r} appears in no operand")
+    return Spec(terms, rhs)
+
+
+def bind_letters(spec: Spec, operands: Sequence[Node], op_name: str) -> dict:
+    """Map each letter to its dim, checking ranks and that a letter has one size everywhere."""
+    sizes: dict = {}
+    where: dict = {}
+    for k, (term, node) in enumerate(zip(spec.inputs, operands)):
+        if len(term) != node.ndim:
+            raise ShapeError(
+                f"{op_name} '{spec}': operand {k} ({node.name!r}) has shape {format_shape(node.shape)}, "
+                f"rank {node.ndim}, but its indices {term!r} need rank {len(term)}"
+            )
+        for letter, dim in zip(term, node.shape):
+            if letter in sizes and sizes[letter] != dim:
+                other_k, other = where[letter]
+                raise ShapeError(
+                    f"{op_name} '{spec}': index {letter!r} is {sizes[letter]!r} in operand {other_k} "
+                    f"({other.name!r}, shape {format_shape(other.shape)}) but {dim!r} in operand {k} "
+                    f"({node.name!r}, shape {format_shape(node.shape)})"
+                )
+            sizes[letter] = dim
+            where.setdefault(letter, (k, node))
+    return sizes
+
+
+class Contraction(Op):
+    """``out = einsum(spec, *inputs)``, possibly broadcasting to output letters found in no input."""
+
+    def __init__(self, spec: Spec, label: str = "einsum"):
+        self.spec = spec
+        self.kind_name = label  # how the user wrote it (matmul, sum, ...): names nodes, not semantics
+
+    def key(self):
+        return ("einsum", self.spec.canonical())
+
+    def describe(self):
+        return f"einsum '{self.spec}'"
+
+    def vjp(self, node: Node, g: Node, wanted):
+        sizes = letter_sizes(node)
+        ins, out = self.spec.inputs, self.spec.output
+        grads = []
+        for j, want in enumerate(wanted):
+            if not want:
+                grads.append(None)
+                continue
+            others = [k for k in range(len(ins)) if k != j]
+            terms = [out] + [ins[k] for k in others]
+            operands = [g] + [node.inputs[k] for k in others]
+            # A repeated index of operand j (a diagonal in the forward pass) survives as a
+            # δ between two free indices: give the repeat a fresh letter tied by a delta operand.
+            target, used = "", set(sizes)
+            for letter in ins[j]:
+                if letter in target:
+                    fresh = next(c for c in LETTERS if c not in used)
+                    used.add(fresh)
+                    sizes[fresh] = sizes[letter]
+                    terms.append(letter + fresh)
+                    operands.append(delta(node.graph, sizes[letter]))
+                    letter = fresh
+                target += letter
+            adj = contraction(Spec(tuple(terms), target), operands, sizes=sizes)
+            if adj.origin is None:
+                adj.origin = (node, j)
+            grads.append(adj)
+        return grads
+
+
+def letter_sizes(node: Node) -> dict:
+    """Letter -> dim for a contraction node, output-only (broadcast) letters included."""
+    spec = node.op.spec
+    sizes = {}
+    for term, operand in zip(spec.inputs, node.inputs):
+        sizes.update(zip(term, operand.shape))
+    sizes.update(zip(spec.output, node.shape))
+    return sizes
+
+
+def _eliminate_deltas(spec: Spec, operands: list) -> tuple:
+    """Contract away each δ[a,b] that has a summed index: Σ_b δ[a,b] f(b) = f(a)."""
+    changed = True
+    while changed:
+        changed = False
+        for k, node in enumerate(operands):
+            if not isinstance(node.op, Delta):
+                continue
+            a, b = spec.inputs[k]
+            rest = [t for i, t in enumerate(spec.inputs) if i != k]
+            for keep, drop in ((a, b), (b, a)):
+                if drop in spec.output or keep == drop:
+                    continue
+                # Σ_drop δ[keep,drop]·(...drop...) = (...keep...)
+                terms = tuple(t.replace(drop, keep) for t in rest)
+                spec = Spec(terms, spec.output)
+                operands = operands[:k] + operands[k + 1:]
+                changed = True
+                break
+            if changed:
+                break
+    return spec, operands
+
+
+def contraction(spec: Spec, operands: Sequence[Node], name: str | None = None,
+                sizes: Mapping | None = None, op_name: str = "einsum") -> Node:
+    """Make a contraction node; checks shapes, contracts deltas and drops identities."""
+    operands = list(operands)
+    graph = same_graph(op_name, operands)
+    for node in operands:
+        if node.kind != "float":
+            raise SpecError(f"{op_name} '{spec}': operand {node.name!r} holds {node.kind} values; contractions take floats")
+    letter_dims = bind_letters(spec, operands, op_name)
+    for letter in spec.output:
+        if letter not in letter_dims:
+            if sizes is None or letter not in sizes:
+                raise SpecError(f"{op_name} '{spec}': output index {letter!r} appears in no operand")
+            letter_dims[letter] = sizes[letter]
+    shape = tuple(letter_dims[c] for c in spec.output)
+    if any(isinstance(n.op, Zeros) for n in operands):
+        return zeros(graph, shape)
+    spec, operands = _eliminate_deltas(spec, operands)
+    if len(operands) == 1 and spec.inputs[0] == spec.output:
+        return operands[0]
+    return Node(graph, Contraction(spec, op_name.split(" ")[0]), operands, shape, "float", name)
+
+
+# -- the user-facing constructors -------------------------------------------------
+
+def einsum(spec: str, *operands: Node, name: str | None = None) -> Node:
+    """``einsum("nh,hc->nc", h, W2)``: any contraction in numpy's einsum notation."""
+    if not operands:
+        raise SpecError(f"einsum '{spec}': no operands given")
+    graph = same_graph("einsum", [o for o in operands if isinstance(o, Node)] or list(operands))
+    nodes = [as_node(o, graph, f"einsum '{spec}'") for o in operands]
+    return contraction(parse_spec(spec, len(nodes), f"einsum '{spec}'"), nodes, name=name)
+
+
+def _letters_for(dims: Sequence[Dim], avoid: set) -> str:
+    """Readable letters for fresh indices: a one-letter dim name where free, else i, j, k, ..."""
+    out = ""
+    for d in dims:
+        if isinstance(d, str) and len(d) == 1 and d in LETTERS and d not in avoid:
+            ch = d
+        else:
+            ch = next(c for c in "ijklmpqrstuvwxyzabcdefgho" + string.ascii_uppercase if c not in avoid)
+        avoid.add(ch)
+        out += ch
+    return out
+
+
+def matmul(a, b, name: str | None = None) -> Node:
+    """``a @ b`` with numpy's rules for 1-D and batched operands (batch dims must match exactly)."""
+    graph = same_graph("matmul", [x for x in (a, b) if isinstance(x, Node)])
+    a, b = as_node(a, graph, "matmul"), as_node(b, graph, "matmul")
+    if a.ndim == 0 or b.ndim == 0:
+        raise ShapeError(f"matmul: operands must have rank ≥ 1, got {a.name!r} {format_shape(a.shape)} "
+                         f"@ {b.name!r} {format_shape(b.shape)}; use * for scalars")
+    if (a.ndim > 2 or b.ndim > 2) and (a.ndim != b.ndim or a.shape[:-2] != b.shape[:-2]):
+        raise ShapeError(f"matmul: batch dims differ: {a.name!r} {format_shape(a.shape)} @ {b.name!r} {format_shape(b.shape)}")
+    if a.shape[-1] != b.shape[-2 if b.ndim > 1 else -1]:
+        raise ShapeError(
+            f"matmul: inner dims differ: {a.name!r} {format_shape(a.shape)} @ {b.name!r} {format_shape(b.shape)} "
+            f"({a.shape[-1]!r} vs {b.shape[-2 if b.ndim > 1 else -1]!r})"
+        )
+    avoid: set = set()
+    batch = _letters_for(a.shape[:-2], avoid) if a.ndim > 2 else ""
+    rows = _letters_for(a.shape[-2:-1], avoid) if a.ndim > 1 else ""
+    inner = _letters_for((a.shape[-1],), avoid)
+    cols = _letters_for(b.shape[-1:], avoid) if b.ndim > 1 else ""
+    ta = batch + rows + inner
+    tb = batch + inner + cols if b.ndim > 1 else inner
+    return contraction(Spec((ta, tb), batch + rows + cols), [a, b], name=name, op_name="matmul")
+
+
+def transpose(x: Node, axes: Sequence[int] | None = None, name: str | None = None) -> Node:
+    """Permute axes (reverse them by default).  Never materialised: later contractions fold it in."""
+    axes = tuple(range(x.ndim))[::-1] if axes is None else tuple(axes)
+    if sorted(axes) != list(range(x.ndim)):
+        raise ShapeError(f"transpose: axes {axes} are not a permutation of the {x.ndim} axes of {x.name!r} {format_shape(x.shape)}")
+    letters = _letters_for(x.shape, set())
+    return contraction(Spec((letters,), "".join(letters[a] for a in axes)), [x], name=name, op_name="transpose")
+
+
+def _axes(x: Node, axis, op_name: str) -> tuple:
+    if axis is None:
+        return tuple(range(x.ndim))
+    axes = (axis,) if isinstance(axis, int) else tuple(axis)
+    norm = []
+    for a in axes:
+        if isinstance(a, bool) or not isinstance(a, int) or not -x.ndim <= a < x.ndim:
+            raise ShapeError(f"{op_name}: axis {a!r} is out of range for {x.name!r} of shape {format_shape(x.shape)}")
+        norm.append(a % x.ndim)
+    if len(set(norm)) != len(norm):
+        raise ShapeError(f"{op_name}: repeated axis in {axis!r} for {x.name!r}")
+    return tuple(norm)
+
+
+def sum(x: Node, axis=None, name: str | None = None) -> Node:  # noqa: A001 - mirrors numpy
+    """Sum over ``axis`` (all axes by default): the contraction ``ij->j`` and friends."""
+    axes = _axes(x, axis, "sum")
+    letters = _letters_for(x.shape, set())
+    out = "".join(c for i, c in enumerate(letters) if i not in axes)
+    return contraction(Spec((letters,), out), [x], name=name, op_name="sum")
+
+
+def mean(x: Node, axis=None, name: str | None = None) -> Node:
+    """Mean over ``axis``: the sum divided by the (possibly symbolic) number of summed items."""
+    from graphc.ops import elementwise as ew
+    axes = _axes(x, axis, "mean")
+    total = sum(x, axes)
+    for a in axes:
+        total = ew.div(total, dim_size(x.graph, x.shape[a]))
+    return total.rename(name) if name else total
+
+
+def trace(x: Node, name: str | None = None) -> Node:
+    """Σ_i x[i,i]."""
+    return einsum("ii->", x, name=name)
+
+
+def diagonal(x: Node, name: str | None = None) -> Node:
+    """x[i,i] as a vector."""
+    return einsum("ii->i", x, name=name)
+
+
+def outer(a: Node, b: Node, name: str | None = None) -> Node:
+    """a[i]·b[j]."""
+    return einsum("i,j->ij", a, b, name=name)

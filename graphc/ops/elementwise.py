@@ -1,0 +1,373 @@
+"""Elementwise ops: a scalar function, given as a sympy expression, mapped over aligned indices.
+
+``Y[n,h] = A[n,h] + b[h]``: operands are aligned by index letters, broadcasting
+is explicit (``b`` simply lacks the ``n``), and dims must agree exactly (no
+silent size-1 stretching).  The function is a sympy expression in its operand
+symbols; its partial derivatives come from ``sympy.diff`` and are rewritten in
+terms of the op's own output when that is cheaper (σ' = σ(1-σ) reuses σ).  The
+vector-Jacobian product of an elementwise node is again an elementwise node,
+built from ``g·∂f/∂x_i``, so gradients of gradients work the same way.
+
+sympy is imported on first use, not at ``import graphc``.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Callable, Sequence
+
+from graphc.errors import GraphError, ShapeError
+from graphc.ops.leaves import Constant, Zeros, constant, zeros
+from graphc.ops.node import Node, Op, as_node, format_shape, same_graph
+
+
+@functools.lru_cache(maxsize=None)
+def _sympy():
+    import sympy
+
+    return sympy
+
+
+def _symbols(n: int) -> tuple:
+    sp = _sympy()
+    return tuple(sp.Symbol(f"x{i}", real=True) for i in range(n))
+
+
+class ElementwiseFn:
+    """A scalar function of ``arity`` arguments defined by a sympy expression.
+
+    ``build`` maps sympy symbols to the expression (called lazily, so defining a
+    function costs nothing until it is used).  ``inverse`` (unary only) gives x in
+    terms of the output y; with it the derivative is rewritten in y when that is
+    cheaper.  ``derivatives`` overrides ``sympy.diff`` for chosen arguments (the
+    maximum's tie rule, for instance).  Calling the function on nodes applies it.
+    """
+
+    def __init__(self, name: str, arity: int, build: Callable, *, inverse: Callable | None = None,
+                 derivatives: dict | None = None, symbols: Sequence | None = None):
+        if not isinstance(name, str) or not name:
+            raise GraphError(f"an elementwise function needs a non-empty name, got {name!r}")
+        self.name = name
+        self.arity = arity
+        self._build = build
+        self._inverse = inverse
+        self._derivatives = dict(derivatives or {})
+        self._given_symbols = tuple(symbols) if symbols is not None else None
+        self._partials: dict = {}
+
+    @classmethod
+    def from_expr(cls, name: str, symbols: Sequence, expr) -> "ElementwiseFn":
+        """A function whose expression is already built over ``symbols``."""
+        return cls(name, len(symbols), lambda *_: expr, symbols=symbols)
+
+    @functools.cached_property
+    def symbols(self) -> tuple:
+        return self._given_symbols if self._given_symbols is not None else _symbols(self.arity)
+
+    @functools.cached_property
+    def expr(self):
+        expr = _sympy().sympify(self._build(*self.symbols))
+        extra = expr.free_symbols - set(self.symbols)
+        if extra:
+            raise GraphError(f"elementwise {self.name!r}: expression {expr} uses unknown symbols {sorted(map(str, extra))}")
+        return expr
+
+    def key(self) -> tuple:
+        return ("fn", self.name, _sympy().srepr(self.expr), tuple(map(str, self.symbols)))
+
+    def partial(self, i: int):
+        """(∂f/∂x_i, uses_output): the derivative, in terms of the output y where that is cheaper."""
+        if i not in self._partials:
+            sp = _sympy()
+            x = self.symbols
+            d = self._derivatives[i](*x) if i in self._derivatives else sp.diff(self.expr, x[i])
+            d = _tidy(d)
+            uses_output = False
+            if self._inverse is not None and self.arity == 1:
+                y = sp.Symbol("y", real=True)
+                dy = sp.simplify(d.subs(x[0], self._inverse(y)))
+                if dy.free_symbols <= {y} and sp.count_ops(dy) < sp.count_ops(d):
+                    d, uses_output = dy, True
+            self._partials[i] = (d, uses_output)
+        return self._partials[i]
+
+    def __call__(self, *operands, name: str | None = None) -> Node:
+        if len(operands) != self.arity:
+            raise GraphError(f"{self.name}: takes {self.arity} operand(s), got {len(operands)}")
+        return apply(self, operands, name=name)
+
+    def __repr__(self) -> str:
+        return f"<elementwise {self.name}>"
+
+
+def _tidy(expr):
+    """Fold piecewise products and simplify, cheaply: the result is printed and emitted."""
+    sp = _sympy()
+    expr = sp.piecewise_fold(expr)
+    if expr.has(sp.Piecewise):
+        return expr
+    return sp.simplify(expr)
+
+
+class Elementwise(Op):
+    """``out[O] = f(A_0[I_0], ..., A_k[I_k])`` with each ``I_k`` a subset of ``O``."""
+
+    def __init__(self, fn: ElementwiseFn, in_indices: Sequence[str], out_indices: str):
+        self.fn = fn
+        self.kind_name = fn.name if fn.name.isidentifier() else "ew"
+        self.in_indices = tuple(in_indices)
+        self.out_indices = out_indices
+
+    def key(self):
+        return ("ew", self.fn.key(), self.in_indices, self.out_indices)
+
+    def describe(self):
+        return f"{self.fn.name}[{','.join(self.in_indices)}->{self.out_indices}]"
+
+    def vjp(self, node: Node, g: Node, wanted):
+        from graphc.ops.contraction import Spec, contraction
+
+        sp = _sympy()
+        gsym, ysym = sp.Symbol("g", real=True), sp.Symbol("y", real=True)
+        grads = []
+        for i, want in enumerate(wanted):
+            if not want:
+                grads.append(None)
+                continue
+            d, uses_output = self.fn.partial(i)
+            expr = gsym * (d.subs(sp.Symbol("y", real=True), ysym) if uses_output else d)
+            symbols = (gsym, *self.fn.symbols) + ((ysym,) if uses_output else ())
+            operands = [g, *node.inputs] + ([node] if uses_output else [])
+            indices = [self.out_indices, *self.in_indices] + ([self.out_indices] if uses_output else [])
+            fn = _derived_fn(self.fn, i, symbols, expr)
+            local = make(fn, operands, indices, self.out_indices, node.shape)
+            # Broadcast in the forward pass becomes a sum in the backward pass.
+            target = self.in_indices[i]
+            if target != self.out_indices:
+                local = contraction(Spec((self.out_indices,), target), [local])
+            if local.origin is None:
+                local.origin = (node, i)
+            grads.append(local)
+        return grads
+
+
+_DERIVED: dict = {}
+
+
+def _derived_fn(fn: ElementwiseFn, i: int, symbols, expr) -> ElementwiseFn:
+    """One function object per (fn, argument): keeps CSE keys stable and sympy work cached."""
+    key = (id(fn), i)
+    if key not in _DERIVED:
+        suffix = "'" if fn.arity == 1 else f"'{i}"
+        _DERIVED[key] = (fn, ElementwiseFn.from_expr(f"{fn.name}{suffix}", symbols, _tidy(expr)))
+    return _DERIVED[key][1]
+
+
+def constant_value(node: Node) -> float | None:
+    """The value of a node that is one number everywhere (a constant, zeros, a broadcast constant)."""
+    from graphc.ops.contraction import Contraction
+
+    op = node.op
+    if isinstance(op, Constant):
+        return op.value
+    if isinstance(op, Zeros):
+        return 0.0
+    if isinstance(op, Contraction) and all(t == "" for t in op.spec.inputs):
+        values = [constant_value(i) for i in node.inputs]
+        if all(v is not None for v in values):
+            out = 1.0
+            for v in values:
+                out *= v
+            return out
+    return None
+
+
+def make(fn: ElementwiseFn, operands: Sequence[Node], in_indices: Sequence[str], out_indices: str,
+         shape, name: str | None = None) -> Node:
+    """Build an elementwise node, folding scalar constants and zeros into the expression.
+
+    Operands that the (folded) expression no longer uses are dropped; an expression
+    that reduces to one operand with the output's indices returns that operand.
+    """
+    sp = _sympy()
+    graph = same_graph(fn.name, operands)
+    expr, subs = fn.expr, {}
+    for k, (sym, node, idx) in enumerate(zip(fn.symbols, operands, in_indices)):
+        value = constant_value(node)
+        if value is None:
+            continue
+        covered = "".join(i for j, (n2, i) in enumerate(zip(operands, in_indices))
+                          if j != k and constant_value(n2) is None)
+        if not idx or all(c in covered for c in idx):  # folding it keeps the output's shape
+            subs[sym] = sp.Integer(int(value)) if value == int(value) else sp.Float(value)
+    if subs:
+        expr = _tidy(expr.subs(subs))
+    keep = [k for k, sym in enumerate(fn.symbols) if sym in expr.free_symbols]
+    if not keep:  # the expression folded to a number
+        value = float(expr)
+        if not shape:
+            return constant(graph, value)
+        if value == 0.0:
+            return zeros(graph, shape)
+        keep = [0]  # keep one operand to carry the shape; the expression ignores its value
+        expr = expr + 0 * fn.symbols[0]
+    if len(keep) == 1 and expr == fn.symbols[keep[0]] and in_indices[keep[0]] == out_indices:
+        return operands[keep[0]]
+    if subs or len(keep) != len(operands):
+        symbols = tuple(fn.symbols[k] for k in keep)
+        fn = ElementwiseFn.from_expr(fn.name, symbols, expr)
+        operands = [operands[k] for k in keep]
+        in_indices = [in_indices[k] for k in keep]
+    kind = "bool" if isinstance(expr, sp.logic.boolalg.Boolean) else "float"
+    return Node(graph, Elementwise(fn, in_indices, out_indices), operands, shape, kind, name)
+
+
+def _out_letters(rank: int) -> str:
+    return "ijklmnpqrstuvwxyzabcdefgho"[:rank] if rank <= 26 else "".join(chr(65 + i) for i in range(rank))
+
+
+def _indices_like(node: Node, rank: int) -> str:
+    """Output letters: those the widest operand is already written with, so explain reads consistently."""
+    from graphc.ops.contraction import Contraction, _letters_for
+
+    op = node.op
+    if isinstance(op, Contraction):
+        letters = op.spec.output
+    elif isinstance(op, Elementwise):
+        letters = op.out_indices
+    elif len(node.inputs) == 1 and node.inputs[0].shape == node.shape:  # softmax and friends
+        return _indices_like(node.inputs[0], rank)
+    else:
+        letters = _letters_for(node.shape, set())
+    return letters if len(letters) == rank and len(set(letters)) == rank else _out_letters(rank)
+
+
+def apply(fn: ElementwiseFn, operands: Sequence, name: str | None = None) -> Node:
+    """Apply ``fn`` with numpy's right-aligned broadcasting, but exact dims (no size-1 stretching)."""
+    given = [o for o in operands if isinstance(o, Node)]
+    if not given:
+        raise GraphError(f"{fn.name}: at least one operand must be a graph node, got {operands!r}")
+    graph = same_graph(fn.name, given)
+    nodes = [as_node(o, graph, fn.name) for o in operands]
+    for n in nodes:
+        if n.kind != "float":
+            raise GraphError(f"{fn.name}: operand {n.name!r} holds {n.kind} values; elementwise ops take floats")
+    rank = max(n.ndim for n in nodes)
+    shape = [None] * rank
+    owner = [None] * rank
+    for n in nodes:
+        for k, dim in enumerate(n.shape, start=rank - n.ndim):
+            if shape[k] is None:
+                shape[k], owner[k] = dim, n
+            elif shape[k] != dim:
+                letters = _out_letters(rank)
+                o = owner[k]
+                raise ShapeError(
+                    f"{fn.name}: index {letters[k]!r} (axis {k - rank}) is {shape[k]!r} in {o.name!r} "
+                    f"{format_shape(o.shape)} but {dim!r} in {n.name!r} {format_shape(n.shape)}; "
+                    "dims must agree exactly (use einsum to broadcast explicitly)"
+                )
+    out = _indices_like(max(nodes, key=lambda n: n.ndim), rank)
+    in_indices = [out[rank - n.ndim:] for n in nodes]
+    return make(fn, nodes, in_indices, out, tuple(shape), name=name)
+
+
+def elementwise(name: str, build: Callable, arity: int | None = None, **kw) -> ElementwiseFn:
+    """Define a new elementwise op from a sympy expression; its gradient comes from ``sympy.diff``.
+
+    >>> import sympy
+    >>> softplus = elementwise("softplus", lambda x: sympy.log(1 + sympy.exp(x)))
+    >>> # softplus(node) is now a graph op with a derived gradient.
+    """
+    if arity is None:
+        import inspect
+
+        arity = len(inspect.signature(build).parameters)
+    return ElementwiseFn(name, arity, build, **kw)
+
+
+# -- the built-in functions ------------------------------------------------------------
+def _pw(value, cond):
+    sp = _sympy()
+    return sp.Piecewise((value, cond), (0, True))
+
+
+ADD = ElementwiseFn("add", 2, lambda a, b: a + b)  # gradient distributor
+SUB = ElementwiseFn("sub", 2, lambda a, b: a - b)
+MUL = ElementwiseFn("mul", 2, lambda a, b: a * b)  # swap multiplier
+DIV = ElementwiseFn("div", 2, lambda a, b: a / b)
+NEG = ElementwiseFn("neg", 1, lambda a: -a)
+POW = ElementwiseFn("pow", 2, lambda a, b: a ** b)
+COPY = ElementwiseFn("copy", 1, lambda a: a)  # fan-out: adjoints of every use add up
+EXP = ElementwiseFn("exp", 1, lambda a: _sympy().exp(a), inverse=lambda y: _sympy().log(y))
+LOG = ElementwiseFn("log", 1, lambda a: _sympy().log(a))
+SQRT = ElementwiseFn("sqrt", 1, lambda a: _sympy().sqrt(a), inverse=lambda y: y ** 2)
+TANH = ElementwiseFn("tanh", 1, lambda a: _sympy().tanh(a), inverse=lambda y: _sympy().atanh(y))
+SIGMOID = ElementwiseFn("sigmoid", 1, lambda a: 1 / (1 + _sympy().exp(-a)),
+                        inverse=lambda y: _sympy().log(y / (1 - y)))
+RELU = ElementwiseFn("relu", 1, lambda a: _pw(a, a > 0))
+STEP = ElementwiseFn("step", 1, lambda a: _pw(1, a > 0))  # zero gradient almost everywhere
+# The seed's gradient router: on a tie both sides receive the gradient.
+MAXIMUM = ElementwiseFn("maximum", 2, lambda a, b: _sympy().Piecewise((a, a >= b), (b, True)),
+                        derivatives={0: lambda a, b: _pw(1, a >= b), 1: lambda a, b: _pw(1, a <= b)})
+
+
+def add(a, b, name=None):
+    return apply(ADD, (a, b), name)
+
+
+def sub(a, b, name=None):
+    return apply(SUB, (a, b), name)
+
+
+def mul(a, b, name=None):
+    return apply(MUL, (a, b), name)
+
+
+def div(a, b, name=None):
+    return apply(DIV, (a, b), name)
+
+
+def neg(a, name=None):
+    return apply(NEG, (a,), name)
+
+
+def power(a, exponent, name=None):
+    return apply(POW, (a, exponent), name)
+
+
+def exp(a, name=None):
+    return apply(EXP, (a,), name)
+
+
+def log(a, name=None):
+    return apply(LOG, (a,), name)
+
+
+def sqrt(a, name=None):
+    return apply(SQRT, (a,), name)
+
+
+def tanh(a, name=None):
+    return apply(TANH, (a,), name)
+
+
+def sigmoid(a, name=None):
+    return apply(SIGMOID, (a,), name)
+
+
+def relu(a, name=None):
+    return apply(RELU, (a,), name)
+
+
+def step(a, name=None):
+    return apply(STEP, (a,), name)
+
+
+def maximum(a, b, name=None):
+    return apply(MAXIMUM, (a, b), name)
+
+
+def copy(a, n: int = 2):
+    """The seed's Copy node: ``n`` uses of ``a`` whose gradients add up."""
+    return tuple(apply(COPY, (a,)) for _ in range(n))
