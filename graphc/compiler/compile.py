@@ -49,12 +49,17 @@ class CompiledFunction:
     from a single node.
     """
 
-    def __init__(self, outputs: Sequence[Node], single: bool, name: str, fuse: bool = True):
+    def __init__(self, outputs: Sequence[Node], single: bool, name: str, fuse: bool = True,
+                 updates: Mapping | None = None):
         self.outputs = list(outputs)
         self._single = single
         graph = outputs[0].graph
         self.graph = graph
-        self.program: Program = emit(simplify(outputs, fuse=fuse), name)
+        targets = list((updates or {}).keys())
+        simplified = simplify(self.outputs + [updates[t] for t in targets], fuse=fuse)
+        self.program: Program = emit(simplified[: len(self.outputs)], name,
+                                     list(zip(targets, simplified[len(self.outputs):])))
+        self._updated = {leaf.name for leaf, _ in self.program.updates}
         self.source = self.program.source
         filename = f"<graphc:{name}:{next(_COUNTER)}>"
         linecache.cache[filename] = (len(self.source), None, self.source.splitlines(True), filename)
@@ -135,6 +140,8 @@ class CompiledFunction:
                         f"{leaf.name!r} has dtype {value.dtype} but {float_from!r} has {float_dtype}; "
                         "all float inputs of one call must share a dtype"
                     )
+            if leaf.name in self._updated and not getattr(getattr(value, "flags", None), "writeable", False):
+                raise BindingError(f"{leaf.name!r} is updated in place, so it must be a writeable numpy array")
             elif leaf.kind == "int" and kind not in ("i", "u"):
                 raise BindingError(f"{leaf.name!r}: expected an integer array of labels, got dtype {value.dtype}")
             checked.append(value)
@@ -170,8 +177,13 @@ class CompiledFunction:
         return explain(self.outputs, **kw)
 
 
-def compile(outputs, name: str | None = None, fuse: bool = True) -> CompiledFunction:  # noqa: A001
-    """Compile output node(s) into a callable.  ``outputs``: a node or a sequence of nodes."""
+def compile(outputs, name: str | None = None, fuse: bool = True, updates: Mapping | None = None) -> CompiledFunction:  # noqa: A001
+    """Compile output node(s) into a callable.  ``outputs``: a node or a sequence of nodes.
+
+    ``updates`` maps input/param leaves to nodes of the same shape: after computing the
+    outputs, the function writes each node's value into that leaf's array in place
+    (how optimizers update parameters inside the compiled step).
+    """
     single = isinstance(outputs, Node)
     outs = [outputs] if single else list(outputs)
     if not outs:
@@ -181,4 +193,10 @@ def compile(outputs, name: str | None = None, fuse: bool = True) -> CompiledFunc
             raise GraphError(f"compile: outputs must be graph nodes, got {o!r}")
         if o.graph is not outs[0].graph:
             raise GraphError(f"compile: outputs {outs[0].name!r} and {o.name!r} belong to different graphs")
-    return CompiledFunction(outs, single, name or outs[0].graph.name, fuse=fuse)
+    for leaf, node in (updates or {}).items():
+        if not isinstance(leaf, Node) or not leaf.is_leaf or leaf.op.kind_name not in ("input", "param"):
+            raise GraphError(f"compile: update target {leaf!r} must be an input or param leaf")
+        if not isinstance(node, Node) or node.graph is not leaf.graph or node.shape != leaf.shape:
+            raise GraphError(f"compile: the update of {leaf.name!r} must be a node of its graph with shape "
+                             f"{format_shape(leaf.shape)}, got {node!r}")
+    return CompiledFunction(outs, single, name or outs[0].graph.name, fuse=fuse, updates=updates)

@@ -40,6 +40,7 @@ class Program:
     dims: list  # symbolic dim names, in argument order
     outputs: list
     kernels: list = field(default_factory=list)
+    updates: list = field(default_factory=list)
     order: list = field(default_factory=list)
 
 
@@ -62,8 +63,10 @@ def _view(var: str, indices: str, out: str) -> str:
     return f"{var}[{', '.join(':' if c in in_order else 'None' for c in out[first:])}]"
 
 
-def emit(outputs: list[Node], name: str = "graph") -> Program:
-    order = toposort(outputs)
+def emit(outputs: list[Node], name: str = "graph", updates: list | None = None) -> Program:
+    """Source for ``outputs``; each ``(leaf, node)`` in ``updates`` is written into the leaf's array in place."""
+    updates = [(leaf, node) for leaf, node in (updates or []) if node is not leaf]
+    order = toposort(list(outputs) + [node for _, node in updates])
     args = _arg_order(order)
     dims: list[str] = []
     for leaf in args:
@@ -133,7 +136,7 @@ def emit(outputs: list[Node], name: str = "graph") -> Program:
     for k, (_, node) in enumerate(body):
         for i in node.inputs:
             last_use[var[id(i)]] = k
-    keep = {var[id(o)] for o in outputs}
+    keep = {var[id(o)] for o in outputs} | {var[id(n)] for _, n in updates}
     lines = []
     for k, (stmt, node) in enumerate(body):
         comment = safe(formula(node))
@@ -141,6 +144,10 @@ def emit(outputs: list[Node], name: str = "graph") -> Program:
         dead = [x for x, last in last_use.items() if last == k and x.startswith("v") and x not in keep]
         if dead:
             lines.append(f"        del {', '.join(sorted(dead, key=lambda s: int(s[1:])))}")
+    for leaf, node in updates:  # last, after every read of the old values
+        if id(leaf) not in var:
+            raise GraphError(f"compile: update target {leaf.name!r} is not an input of this function")
+        lines.append(f"        {var[id(leaf)]}[...] = {var[id(node)]}  # {safe(leaf.name)} updated in place")
     params = ", ".join([var[id(a)] for a in args] + [dim_var[d] for d in dims])
     header = [f"# graphc: {safe(name)}"]
     header += [f"#   {var[id(a)]} = {safe(a.name)} {safe(str(a.shape))}" for a in args]
@@ -154,7 +161,7 @@ def emit(outputs: list[Node], name: str = "graph") -> Program:
         "    return run",
         "",
     ])
-    return Program(name, source, args, dims, list(outputs), kernels, order)
+    return Program(name, source, args, dims, list(outputs), kernels=kernels, updates=updates, order=order)
 
 
 def _contraction(node: Node, ins: list[str], kernels: list, dim_code, shape_code) -> str:

@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import functools
+import re
 
 from graphc.ops.elementwise import _sympy
 
@@ -74,7 +75,7 @@ def _printers():
         printmethod = "_graphc_index_str"  # bypass Indexed._sympystr, which adds spaces
 
         def _print_Mul(self, expr):
-            return super()._print_Mul(expr).replace("*", "·")
+            return re.sub(r"(?<!\*)\*(?!\*)", "·", super()._print_Mul(expr))
 
         def _print_Piecewise(self, expr):
             if len(expr.args) == 2 and expr.args[1] == (0, True):

@@ -1,0 +1,169 @@
+"""Optimizers as graph nodes: each update rule is one elementwise sympy expression.
+
+An optimizer turns (param, gradient, state) into new values of the param and of
+its state, as ordinary elementwise nodes.  ``TrainStep`` compiles the forward
+pass, the backward pass and these updates into one function that writes the new
+values into the parameter and state arrays in place and returns the loss.
+
+Hyperparameters are folded into the generated code as constants (decided once);
+only Adam's bias-corrected step size changes per step and is passed in as a scalar.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import ClassVar, Mapping, Sequence
+
+import numpy as np
+
+from graphc.errors import BindingError, GraphError
+from graphc.ops.elementwise import ElementwiseFn, _sympy, make
+from graphc.ops.node import Node
+
+
+def _rule(name: str, arity: int, build) -> ElementwiseFn:
+    return ElementwiseFn(name, arity, build)
+
+
+@dataclass
+class Optimizer:
+    """Base class: ``slots`` names the per-parameter state arrays (initialised to zeros)."""
+
+    slots: ClassVar[tuple] = ()
+    scalars: ClassVar[tuple] = ()  # names of per-step scalar inputs, filled by ``scalar_values``
+
+    def update(self, p: Node, g: Node, state: Sequence[Node], scalars: Sequence[Node]) -> list[Node]:
+        """New values: [param, *state], as nodes of ``p``'s shape."""
+        raise NotImplementedError
+
+    def scalar_values(self, step: int) -> list[float]:
+        return []
+
+
+def _apply(fn: ElementwiseFn, nodes: Sequence[Node], like: Node) -> Node:
+    idx = "ijklmnpqrstuvwxyzabcdefgho"[: like.ndim]
+    return make(fn, list(nodes), [idx if n.ndim else "" for n in nodes], idx, like.shape)
+
+
+@dataclass
+class SGD(Optimizer):
+    """``p ← p - lr·g`` (the seed's update)."""
+
+    lr: float = 0.1
+
+    def update(self, p, g, state, scalars):
+        lr = self.lr
+        return [_apply(_rule(f"sgd(lr={lr})", 2, lambda p, g: p - lr * g), [p, g], p)]
+
+
+@dataclass
+class Momentum(Optimizer):
+    """``v ← μ·v - lr·g;  p ← p + v``."""
+
+    lr: float = 0.1
+    momentum: float = 0.9
+    slots: ClassVar[tuple] = ("velocity",)
+
+    def update(self, p, g, state, scalars):
+        lr, mu = self.lr, self.momentum
+        (v,) = state
+        v_new = _apply(_rule("momentum_v", 2, lambda v, g: mu * v - lr * g), [v, g], p)
+        p_new = _apply(_rule("momentum_p", 2, lambda p, v: p + v), [p, v_new], p)
+        return [p_new, v_new]
+
+
+@dataclass
+class Adam(Optimizer):
+    """Adam (Kingma & Ba): moments m, v; step size ``lr·√(1-β2ᵗ)/(1-β1ᵗ)`` passed per step."""
+
+    lr: float = 0.001
+    beta1: float = 0.9
+    beta2: float = 0.999
+    eps: float = 1e-8
+    slots: ClassVar[tuple] = ("m", "v")
+    scalars: ClassVar[tuple] = ("lr_t",)
+
+    def update(self, p, g, state, scalars):
+        b1, b2, eps = self.beta1, self.beta2, self.eps
+        c1, c2 = round(1 - b1, 15), round(1 - b2, 15)  # 0.1, not 0.09999999999999998, in the source
+        sp = _sympy()
+        m, v = state
+        (lr_t,) = scalars
+        m_new = _apply(_rule("adam_m", 2, lambda m, g: b1 * m + c1 * g), [m, g], p)
+        v_new = _apply(_rule("adam_v", 2, lambda v, g: b2 * v + c2 * g ** 2), [v, g], p)
+        p_new = _apply(_rule("adam_p", 4, lambda p, m, v, lr: p - lr * m / (sp.sqrt(v) + eps)),
+                       [p, m_new, v_new, lr_t], p)
+        return [p_new, m_new, v_new]
+
+    def scalar_values(self, step: int) -> list[float]:
+        t = step + 1
+        return [self.lr * math.sqrt(1 - self.beta2 ** t) / (1 - self.beta1 ** t)]
+
+
+OPTIMIZERS = {"sgd": SGD, "momentum": Momentum, "adam": Adam}
+
+
+def make_optimizer(name: str, **hyper) -> Optimizer:
+    try:
+        return OPTIMIZERS[name](**hyper)
+    except KeyError:
+        raise GraphError(f"unknown optimizer {name!r}; choose one of {sorted(OPTIMIZERS)}") from None
+
+
+@dataclass
+class TrainStep:
+    """One compiled step: forward, backward and the in-place update; returns the loss.
+
+    ``params`` and ``state`` hold the arrays the step updates in place.
+    """
+
+    loss: Node
+    params: dict
+    optimizer: Optimizer
+    state: dict = field(default_factory=dict)
+    step_count: int = 0
+
+    def __post_init__(self):
+        from graphc.compiler import compile, grad
+
+        graph = self.loss.graph
+        nodes = [graph.leaves.get(name) for name in self.params]
+        bad = [name for name, n in zip(self.params, nodes) if n is None or n.op.kind_name != "param"]
+        if bad:
+            raise GraphError(f"TrainStep: {bad} are not params of graph {graph.name!r}; params: {[p.name for p in graph.params]}")
+        grads = grad(self.loss, nodes)
+        opt = self.optimizer
+        scalar_nodes = [graph.leaves.get(f"__{s}__") or graph.input(f"__{s}__", ()) for s in opt.scalars]
+        updates = {}
+        for node, g in zip(nodes, grads):
+            value = self.params[node.name]
+            slots = []
+            for slot in opt.slots:
+                key = f"{node.name}.{slot}"
+                leaf = graph.leaves.get(f"__{key}__") or graph.input(f"__{key}__", node.shape)
+                self.state.setdefault(key, np.zeros_like(value))
+                slots.append(leaf)
+            new = opt.update(node, g, slots, scalar_nodes)
+            for leaf, value_node in zip([node, *slots], new):
+                updates[leaf] = value_node
+        self._scalar_names = [n.name for n in scalar_nodes]
+        self.fn = compile(self.loss, name=f"{graph.name}_train_step", updates=updates)
+
+    @property
+    def source(self) -> str:
+        return self.fn.source
+
+    def __call__(self, inputs: Mapping | None = None, **kw) -> float:
+        feed = {**(inputs or {}), **kw}
+        for name in self.params:
+            if name in feed:
+                raise BindingError(f"TrainStep: {name!r} is a parameter held by the step; do not pass it")
+        feed.update(self.params)
+        feed.update({f"__{k}__": v for k, v in self.state.items()})
+        dtype = next(iter(self.params.values())).dtype
+        for name, value in zip(self._scalar_names, self.optimizer.scalar_values(self.step_count)):
+            feed[name] = np.asarray(value, dtype=dtype)
+        loss = self.fn(feed)
+        self.step_count += 1
+        return loss
