@@ -1,0 +1,70 @@
+"""``graphc`` on the command line: ``graphc train-mnist`` and ``graphc explain-mnist``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from graphc.errors import GraphcError
+
+
+def _train_parser(sub) -> None:
+    from graphc.train import TrainConfig
+
+    d = TrainConfig()
+    p = sub.add_parser("train-mnist", help="train the seed's 784-50-10 net on MNIST with a compiled step",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--iters", type=int, default=d.iters, help="training iterations")
+    p.add_argument("--batch-size", type=int, default=d.batch_size)
+    p.add_argument("--lr", type=float, default=d.lr, help="learning rate")
+    p.add_argument("--hidden", type=int, default=d.hidden, help="hidden units")
+    p.add_argument("--weight-init-std", type=float, default=d.weight_init_std)
+    p.add_argument("--optimizer", choices=["sgd", "momentum", "adam"], default=d.optimizer)
+    p.add_argument("--momentum", type=float, default=d.momentum, help="momentum coefficient (with --optimizer momentum)")
+    p.add_argument("--seed", type=int, default=d.seed, help="seed of the initialisation and batch sampling")
+    p.add_argument("--dtype", choices=["float32", "float64"], default=d.dtype)
+    p.add_argument("--integer-labels", action="store_true", help="integer labels instead of one-hot targets")
+    p.add_argument("--data", default=None, help="MNIST directory (default: $GRAPHC_DATA, else the user cache)")
+    p.add_argument("--out", default=d.out, help="directory for params.npz, history.json and curves.png")
+    p.add_argument("--no-plot", action="store_true", help="skip the PNG plot")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar; print a line per epoch")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="graphc", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    _train_parser(sub)
+    ex = sub.add_parser("explain-mnist", help="print the derived gradients of the two-layer net")
+    ex.add_argument("--steps", action="store_true", help="show the Kronecker-delta derivation of each contraction")
+    ex.add_argument("--latex", action="store_true", help="LaTeX instead of text")
+    ex.add_argument("--source", action="store_true", help="also print the generated training-step source")
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "train-mnist":
+            from graphc.train import TrainConfig, train_mnist
+
+            config = TrainConfig(
+                iters=args.iters, batch_size=args.batch_size, lr=args.lr, hidden=args.hidden,
+                weight_init_std=args.weight_init_std, optimizer=args.optimizer, momentum=args.momentum,
+                seed=args.seed, dtype=args.dtype, integer_labels=args.integer_labels, data=args.data,
+                out=args.out, progress=not args.no_progress, plot=not args.no_plot,
+            )
+            result = train_mnist(config)
+            print(result.summary())
+        elif args.command == "explain-mnist":
+            import graphc as gc
+            from graphc.models import two_layer_net
+
+            net = two_layer_net()
+            grads = gc.grad(net.loss, list(net.params.values()))
+            print(gc.explain(grads, forward=True, steps=args.steps, latex=args.latex))
+            if args.source:
+                print(gc.compile([net.loss, *grads], name="two_layer_net").source)
+    except GraphcError as exc:
+        print(f"graphc: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,49 @@
+"""Ready-made graphs: the seed's two-layer net (784-50-10, ReLU, softmax cross-entropy)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from graphc.ops import Graph, Node, einsum, relu, softmax_cross_entropy
+
+
+@dataclass
+class TwoLayerNet:
+    """The nodes of the seed's TwoLayerNet, declared once as a static graph."""
+
+    graph: Graph
+    x: Node
+    t: Node
+    params: dict  # name -> param node
+    logits: Node
+    loss: Node
+
+
+def two_layer_net(input_size: int = 784, hidden_size: int = 50, output_size: int = 10,
+                  integer_labels: bool = False) -> TwoLayerNet:
+    """``loss = softmax_cross_entropy(relu(x·W1 + b1)·W2 + b2, t)``, with the batch dim symbolic."""
+    g = Graph("two_layer_net")
+    x = g.input("x", ("n", input_size))
+    t = g.input("t", ("n",), kind="int") if integer_labels else g.input("t", ("n", output_size))
+    W1, b1 = g.param("W1", (input_size, hidden_size)), g.param("b1", (hidden_size,))
+    W2, b2 = g.param("W2", (hidden_size, output_size)), g.param("b2", (output_size,))
+    A1 = einsum("nk,kh->nh", x, W1, name="XW1") + b1
+    A1.rename("A1")
+    h = relu(A1, name="h")
+    a = einsum("nh,hc->nc", h, W2, name="hW2") + b2
+    a.rename("a")
+    loss = softmax_cross_entropy(a, t, name="loss")
+    return TwoLayerNet(g, x, t, {"W1": W1, "b1": b1, "W2": W2, "b2": b2}, a, loss)
+
+
+def init_two_layer_params(rng: np.random.Generator, input_size: int = 784, hidden_size: int = 50,
+                          output_size: int = 10, weight_init_std: float = 0.01, dtype=np.float32) -> dict:
+    """The seed's initialisation: weights ``std·randn``, biases zero."""
+    return {
+        "W1": (weight_init_std * rng.standard_normal((input_size, hidden_size))).astype(dtype),
+        "b1": np.zeros(hidden_size, dtype=dtype),
+        "W2": (weight_init_std * rng.standard_normal((hidden_size, output_size))).astype(dtype),
+        "b2": np.zeros(output_size, dtype=dtype),
+    }
