@@ -29,7 +29,7 @@ def _delta_steps(adj: Node) -> list[str]:
     target, term = fwd.inputs[j], spec.inputs[j]
     g = adj.inputs[0]
     used = set(spec.letters)
-    free = "".join(next(c for c in LETTERS if c not in used and not used.add(c)) for _ in term)
+    free = "".join(next(c for c in "pqrsuvwxyz" + LETTERS if c not in used and not used.add(c)) for _ in term)
     out = spec.output
     lhs = f"∂L/∂{target.name}[{','.join(free)}]"
     chain = (f"Σ_{{{','.join(out)}}} " if out else "") + f"∂L/∂{fwd.name}[{','.join(out)}]·∂{notation.lhs(fwd).split(' ')[0]}/∂{target.name}[{','.join(free)}]"

@@ -80,7 +80,8 @@ class SoftmaxCrossEntropy(Op):
         grads = [None, None]
         if wanted[0]:
             target = one_hot(t, a.shape[-1]) if self.integer_labels else t
-            grads[0] = make(_CE_GRAD, [softmax(a), target, g, n], [idx, idx, "", ""], idx, a.shape)
+            y = softmax(a, name=f"softmax_{a.name}")
+            grads[0] = make(_CE_GRAD, [y, target, g, n], [idx, idx, "", ""], idx, a.shape)
             grads[0].origin = (node, 0)
         if wanted[1] and not self.integer_labels:
             grads[1] = make(_CE_TARGET_GRAD, [log_softmax(a), g, n], [idx, "", ""], idx, a.shape)
