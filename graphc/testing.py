@@ -37,7 +37,7 @@ def check_grads(output, wrt, values: Mapping, *, eps: float = 1e-6, rtol: float 
 
     A non-scalar ``output`` is reduced with a fixed random projection first, so every
     entry of its Jacobian is exercised.  Returns ``{name: (symbolic, numeric)}``.
-    Error measure: ``|sym - num| <= atol + rtol * max(|num|)``, per variable.
+    Error measure: ``|sym - num| <= atol + rtol * max(max(|num|), 1)``, per variable.
     """
     from graphc.compiler import compile, grad
     from graphc.ops.contraction import sum as total
@@ -50,10 +50,14 @@ def check_grads(output, wrt, values: Mapping, *, eps: float = 1e-6, rtol: float 
     scalar = output
     if output.shape != ():
         graph = output.graph
-        name = "__check_grads_projection__"
-        proj = graph.leaves.get(name) or graph.input(name, output.shape)
-        if proj.shape != output.shape:
-            raise GradError(f"check_grads: a previous projection of another shape exists in graph {graph.name!r}")
+        # One projection input per output shape, reused by later checks on the same graph.
+        # (Not ``leaves.get(...) or ...``: a node has no truth value.)
+        prefix = "__check_grads_projection"
+        proj = next((leaf for key, leaf in graph.leaves.items()
+                     if key.startswith(prefix) and leaf.shape == output.shape), None)
+        if proj is None:
+            proj = graph.input(f"{prefix}{sum(k.startswith(prefix) for k in graph.leaves)}__", output.shape)
+        name = proj.name
         scalar = total(output * proj)
         sizes = {}
         for leaf in graph.leaves.values():

@@ -18,7 +18,7 @@ import itertools
 from typing import Sequence
 
 from graphc.compiler.walk import toposort, use_counts
-from graphc.ops.contraction import LETTERS, Contraction, Spec, contraction
+from graphc.ops.contraction import LETTERS, Contraction, Spec, contraction, letter_sizes
 from graphc.ops.elementwise import Elementwise, ElementwiseFn, _sympy, make
 from graphc.ops.leaves import Input
 from graphc.ops.node import Node
@@ -92,7 +92,9 @@ def fuse_contractions(outputs: Sequence[Node]) -> list[Node]:
                 rename[letter] = next(fresh)
             terms.extend("".join(rename[c] for c in t) for t in inner.inputs)
             operands.extend(new.inputs)
-        merged = contraction(Spec(tuple(terms), node.op.spec.output), operands, name=node.name)
+        # sizes: an output letter this node broadcasts to stays in no operand after the merge.
+        merged = contraction(Spec(tuple(terms), node.op.spec.output), operands, name=node.name,
+                             sizes=letter_sizes(node))
         merged.origin = node.origin
         return merged
 

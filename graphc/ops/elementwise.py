@@ -14,6 +14,7 @@ sympy is imported on first use, not at ``import graphc``.
 from __future__ import annotations
 
 import functools
+import itertools
 from typing import Callable, Sequence
 
 from graphc.errors import GraphError, ShapeError
@@ -128,7 +129,12 @@ class Elementwise(Op):
         from graphc.ops.contraction import Spec, contraction
 
         sp = _sympy()
-        gsym, ysym = sp.Symbol("g", real=True), sp.Symbol("y", real=True)
+        # The cotangent and output symbols must not clash with the function's own: a
+        # derived function (a vjp) already has a "g" among its symbols, and its vjp
+        # (a second derivative) needs a new, distinct one.
+        taken = {str(s) for s in self.fn.symbols}
+        gsym, ysym = (sp.Symbol(next(name + "'" * k for k in itertools.count() if name + "'" * k not in taken),
+                                real=True) for name in ("g", "y"))
         grads = []
         for i, want in enumerate(wanted):
             if not want:
@@ -209,8 +215,12 @@ def make(fn: ElementwiseFn, operands: Sequence[Node], in_indices: Sequence[str],
             return constant(graph, value)
         if value == 0.0:
             return zeros(graph, shape)
-        keep = [0]  # keep one operand to carry the shape; the expression ignores its value
-        expr = expr + 0 * fn.symbols[0]
+        # One nonzero number everywhere: broadcast the constant to the shape.  (Keeping an
+        # operand with ``value + 0*x`` does not work: sympy folds it back to a bare number,
+        # and the emitted code returned a scalar instead of an array of this shape.)
+        from graphc.ops.contraction import Spec, contraction
+        return contraction(Spec(("",), out_indices), [constant(graph, value)], name=name,
+                           sizes=dict(zip(out_indices, shape)))
     if len(keep) == 1 and expr == fn.symbols[keep[0]] and in_indices[keep[0]] == out_indices:
         return operands[keep[0]]
     if subs or len(keep) != len(operands):

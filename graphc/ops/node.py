@@ -79,6 +79,9 @@ class Node:
     __slots__ = ("graph", "op", "inputs", "shape", "kind", "name", "id", "origin", "auto_named", "__weakref__")
 
     def __init__(self, graph: "Graph", op: Op, inputs: Sequence["Node"], shape: Shape, kind: str, name: str | None):
+        if name is not None and (not isinstance(name, str) or not name):
+            # e.g. ``gc.sigmoid(a, b)``: the second operand lands in ``name``.
+            raise GraphError(f"{op.kind_name}: a node name must be a non-empty string, got {name!r}")
         self.graph = graph
         self.op = op
         self.inputs = tuple(inputs)
@@ -160,6 +163,10 @@ class Node:
     def __pow__(self, exponent):
         from graphc.ops import elementwise as ew
         return ew.power(self, exponent)
+
+    def __rpow__(self, base):
+        from graphc.ops import elementwise as ew
+        return ew.power(base, self)
 
     def __matmul__(self, other):
         from graphc.ops import contraction
