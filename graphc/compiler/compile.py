@@ -7,9 +7,11 @@ and runs the function specialised for those dims and that dtype; specialising
 builds the opt_einsum expressions (contraction paths) once and caches them, so
 a call does no path search.
 
-A compiled function keeps no state between calls (kernels are immutable once
-built and every intermediate is local), so one function may be called from
-several threads at once.
+For numpy arrays the specialised function owns planned intermediate buffers.
+Specialisations are kept per thread, so one compiled function may be called
+from several threads at once and each thread gets correct results (calls that
+update parameters in place still race on those parameters, as any in-place
+update would).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from typing import Any, Mapping, Sequence
 
 from graphc.compiler import runtime
 from graphc.compiler.emit import Program, emit
+from graphc.compiler.lower_numpy import emit_numpy
 from graphc.compiler.simplify import simplify
 from graphc.errors import BindingError, GraphError
 from graphc.ops.node import Node, format_shape
@@ -57,24 +60,47 @@ class CompiledFunction:
         self.graph = graph
         targets = list((updates or {}).keys())
         simplified = simplify(self.outputs + [updates[t] for t in targets], fuse=fuse)
-        self.program: Program = emit(simplified[: len(self.outputs)], name,
-                                     list(zip(targets, simplified[len(self.outputs):])))
+        self._simplified = (simplified[: len(self.outputs)], list(zip(targets, simplified[len(self.outputs):])))
+        self._name = name
+        # numpy arrays run the buffer-planned lowering; other array libraries the array-API one.
+        self.program: Program = emit_numpy(*self._simplified[:1], name, self._simplified[1])
+        self._builds: dict[str, Any] = {"numpy": self._exec(self.program)}
+        self._generic: Program | None = None
         self._updated = {leaf.name for leaf, _ in self.program.updates}
+        self._updated_positions = [k for k, leaf in enumerate(self.program.args) if leaf.name in self._updated]
         self.source = self.program.source
-        filename = f"<graphc:{name}:{next(_COUNTER)}>"
-        linecache.cache[filename] = (len(self.source), None, self.source.splitlines(True), filename)
-        namespace: dict[str, Any] = {}
-        exec(builtins.compile(self.source, filename, "exec"), namespace)  # noqa: S102 - our own generated source
-        self._build = namespace["build"]
-        self._specialised: dict = {}
-        self._lock = threading.Lock()
+        self._local = threading.local()  # per-thread specialisations: their buffers are not shared
         self.args = [leaf.name for leaf in self.program.args]
+
+    @staticmethod
+    def _exec(program: Program):
+        filename = f"<graphc:{program.name}:{next(_COUNTER)}>"
+        linecache.cache[filename] = (len(program.source), None, program.source.splitlines(True), filename)
+        namespace: dict[str, Any] = {}
+        exec(builtins.compile(program.source, filename, "exec"), namespace)  # noqa: S102 - our own generated source
+        return namespace["build"]
+
+    @property
+    def generic_source(self) -> str:
+        """The array-API lowering (used for non-numpy arrays): no buffers, no ``out=``."""
+        return self._generic_program().source
+
+    def _generic_program(self) -> Program:
+        if self._generic is None:
+            self._generic = emit(self._simplified[0], self._name, self._simplified[1])
+            self._builds["generic"] = self._exec(self._generic)
+        return self._generic
 
     def __repr__(self) -> str:
         return f"<CompiledFunction {self.program.name}({', '.join(map(repr, self.args))}) -> {len(self.outputs)} output(s)>"
 
     # -- binding ---------------------------------------------------------------------
     def _bind(self, args: tuple, kwargs: dict) -> list:
+        if not args and len(kwargs) == len(self.args):
+            try:
+                return [kwargs[a] for a in self.args]
+            except KeyError:
+                pass
         if args:
             if len(args) != 1 or not isinstance(args[0], Mapping):
                 raise BindingError(f"{self.program.name}: pass arrays by name, fn(x=...) or fn({{'x': ...}})")
@@ -153,22 +179,36 @@ class CompiledFunction:
     def _specialise(self, dims: tuple, dtype, xp):
         import opt_einsum
 
-        size = dict(zip(self.program.dims, dims))
+        program = self.program if xp.__name__ == "numpy" else self._generic_program()
+        build = self._builds["numpy" if program is self.program else "generic"]
+        size = dict(zip(program.dims, dims))
         concrete = lambda shape: tuple(size[d] if isinstance(d, str) else d for d in shape)  # noqa: E731
         kernels = [opt_einsum.contract_expression(k.spec, *map(concrete, k.shapes), optimize="auto")
-                   for k in self.program.kernels]
-        return self._build(xp, runtime, kernels, dtype)
+                   for k in program.kernels]
+        return build(xp, runtime, kernels, dtype, dims)
 
     def __call__(self, *args, **kwargs):
-        arrays, dims, dtype = self._check(self._bind(args, kwargs))
-        xp = _namespace(arrays[0]) if arrays else __import__("numpy")
-        key = (dims, str(dtype), xp.__name__)
-        run = self._specialised.get(key)
+        arrays = self._bind(args, kwargs)
+        # Fast path: the same shapes and dtypes as an earlier call in this thread were checked then.
+        try:
+            key = tuple((a.shape, a.dtype) for a in arrays)
+        except AttributeError:
+            key = None
+        cache = getattr(self._local, "runs", None)
+        if cache is None:
+            cache = self._local.runs = {}
+        run = cache.get(key) if key is not None else None
         if run is None:
-            with self._lock:
-                run = self._specialised.get(key) or self._specialise(dims, dtype, xp)
-                self._specialised[key] = run
-        results = run(*arrays, *dims)
+            arrays, dims, dtype = self._check(arrays)
+            xp = _namespace(arrays[0]) if arrays else __import__("numpy")
+            run = self._specialise(dims, dtype, xp)
+            if key is not None and (not arrays or type(arrays[0]).__module__ == "numpy"):
+                cache[tuple((a.shape, a.dtype) for a in arrays)] = run
+        else:
+            for k in self._updated_positions:
+                if not arrays[k].flags.writeable:
+                    raise BindingError(f"{self.args[k]!r} is updated in place, so it must be a writeable numpy array")
+        results = run(*arrays)
         return results[0] if self._single else results
 
     def explain(self, **kw) -> str:

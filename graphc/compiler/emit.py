@@ -1,8 +1,8 @@
 """Code emission: turn the simplified graph into readable Python source.
 
-The source is a factory ``build(xp, rt, kernels, dtype)`` returning the function
-``run(a0, a1, ..., d0, ...)``: arrays in, symbolic dims in, a tuple of results
-out.  User names never appear in code: arguments are ``a<k>``, dims ``d<k>``,
+The source is a factory ``build(xp, rt, kernels, dtype, dims)``, called once per
+set of concrete dims, returning the function ``run(a0, a1, ...)``: arrays in, a
+tuple of results out.  User names never appear in code: arguments are ``a<k>``, dims ``d<k>``,
 values ``v<k>``; names appear only in comments, escaped so they cannot end the
 line.  Contractions call ``kernels[k]``, opt_einsum expressions built once per set
 of concrete shapes; elementwise nodes are sympy expressions printed against the
@@ -45,12 +45,12 @@ class Program:
 
 
 def _arg_order(order: list[Node]) -> list[Node]:
-    leaves = [n for n in order if isinstance(n.op, Input)]
+    leaves = list({id(n): n for n in order if isinstance(n.op, Input)}.values())
     rank = {id(n): k for k, n in enumerate(leaves[0].graph.leaves.values())} if leaves else {}
     return sorted(leaves, key=lambda n: rank.get(id(n), len(rank)))
 
 
-def _view(var: str, indices: str, out: str) -> str:
+def view(var: str, indices: str, out: str) -> str:
     """Index ``var`` (written with ``indices``) so it broadcasts against ``out``."""
     if not indices:
         return var
@@ -63,11 +63,16 @@ def _view(var: str, indices: str, out: str) -> str:
     return f"{var}[{', '.join(':' if c in in_order else 'None' for c in out[first:])}]"
 
 
-def emit(outputs: list[Node], name: str = "graph", updates: list | None = None) -> Program:
-    """Source for ``outputs``; each ``(leaf, node)`` in ``updates`` is written into the leaf's array in place."""
-    updates = [(leaf, node) for leaf, node in (updates or []) if node is not leaf]
-    order = toposort(list(outputs) + [node for _, node in updates])
+def signature(order: list[Node]):
+    """Arguments and symbolic dims of a program, and how to write dims and shapes in code."""
     args = _arg_order(order)
+    bound = {d for leaf in args for d in leaf.shape if isinstance(d, str)}
+    needed = {d for node in order for d in node.shape if isinstance(d, str)}
+    if needed - bound and order:
+        # A dim no read array carries (db = Σ_n 1): take it from a leaf that declares it.
+        extra = [leaf for leaf in order[0].graph.leaves.values()
+                 if leaf not in args and set(leaf.shape) & (needed - bound)]
+        args = _arg_order(args + extra)
     dims: list[str] = []
     for leaf in args:
         dims.extend(d for d in leaf.shape if isinstance(d, str) and d not in dims)
@@ -78,11 +83,18 @@ def emit(outputs: list[Node], name: str = "graph", updates: list | None = None) 
                 f"compile: {node.name!r} has dim {unbound[0]!r}, which no input of this function binds; "
                 "add an output that reads an input with that dim, or give the dim a fixed size"
             )
-
-    var: dict[int, str] = {id(a): f"a{k}" for k, a in enumerate(args)}
     dim_var = {d: f"d{k}" for k, d in enumerate(dims)}
     dim_code = lambda d: dim_var[d] if isinstance(d, str) else str(d)  # noqa: E731
     shape_code = lambda s: "(" + "".join(dim_code(d) + ", " for d in s).rstrip(" ") + ")"  # noqa: E731
+    return args, dims, dim_code, shape_code
+
+
+def emit(outputs: list[Node], name: str = "graph", updates: list | None = None) -> Program:
+    """Source for ``outputs``; each ``(leaf, node)`` in ``updates`` is written into the leaf's array in place."""
+    updates = [(leaf, node) for leaf, node in (updates or []) if node is not leaf]
+    order = toposort(list(outputs) + [node for _, node in updates])
+    args, dims, dim_code, shape_code = signature(order)
+    var: dict[int, str] = {id(a): f"a{k}" for k, a in enumerate(args)}
 
     kernels: list[Kernel] = []
     body: list[tuple[str, Node]] = []
@@ -105,7 +117,7 @@ def emit(outputs: list[Node], name: str = "graph", updates: list | None = None) 
         elif isinstance(op, Contraction):
             rhs = _contraction(node, ins, kernels, dim_code, shape_code)
         elif isinstance(op, Elementwise):
-            rhs = code(op.fn.expr, {s: _view(x, idx, op.out_indices)
+            rhs = code(op.fn.expr, {s: view(x, idx, op.out_indices)
                                     for s, x, idx in zip(op.fn.symbols, ins, op.in_indices)})
         elif isinstance(op, Softmax):
             rhs = f"rt.softmax(xp, {ins[0]})"
@@ -148,16 +160,16 @@ def emit(outputs: list[Node], name: str = "graph", updates: list | None = None) 
         if id(leaf) not in var:
             raise GraphError(f"compile: update target {leaf.name!r} is not an input of this function")
         lines.append(f"        {var[id(leaf)]}[...] = {var[id(node)]}  # {safe(leaf.name)} updated in place")
-    params = ", ".join([var[id(a)] for a in args] + [dim_var[d] for d in dims])
     header = [f"# graphc: {safe(name)}"]
     header += [f"#   {var[id(a)]} = {safe(a.name)} {safe(str(a.shape))}" for a in args]
-    header += [f"#   {dim_var[d]} = dim {safe(d)}" for d in dims]
+    header += [f"#   {dim_code(d)} = dim {safe(d)}" for d in dims]
     source = "\n".join(header + [
-        "def build(xp, rt, kernels, dtype):",
-        f"    {', '.join(f'k{k}' for k in range(len(kernels)))}{',' if len(kernels) == 1 else ''} = kernels" if kernels else "    pass",
-        f"    def run({params}):",
+        "def build(xp, rt, kernels, dtype, dims):",
+        f"    ({''.join(dim_code(d) + ', ' for d in dims)}) = dims",
+        f"    ({''.join(f'k{k}, ' for k in range(len(kernels)))}) = kernels",
+        f"    def run({', '.join(var[id(a)] for a in args)}):",
         *lines,
-        f"        return ({', '.join(out_vars)}{',' if len(out_vars) == 1 else ''})",
+        f"        return ({''.join(v + ', ' for v in out_vars)})",
         "    return run",
         "",
     ])

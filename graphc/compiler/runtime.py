@@ -50,3 +50,59 @@ def one_hot(xp, labels, classes: int, dtype):
 def materialize(xp, a):
     """A fresh, writeable array for results that would otherwise be views of inputs."""
     return xp.asarray(a, copy=True)
+
+
+# -- numpy lowering: the same operations writing into planned buffers -------------------
+
+def np_softmax(a, out):
+    import numpy as np
+
+    np.subtract(a, a.max(axis=-1, keepdims=True), out=out)
+    np.exp(out, out=out)
+    out /= out.sum(axis=-1, keepdims=True)
+    return out
+
+
+def np_log_softmax(a, out):
+    import numpy as np
+
+    np.subtract(a, a.max(axis=-1, keepdims=True), out=out)
+    out -= np.log(np.exp(out).sum(axis=-1, keepdims=True))
+    return out
+
+
+def np_softmax_ce(a, t, y=None):
+    """Softmax cross-entropy (mean over rows); also leaves softmax(a) in ``y`` for the gradient."""
+    import numpy as np
+
+    shifted = np.subtract(a, a.max(axis=-1, keepdims=True), out=y)
+    picked = float(np.vdot(t, shifted))  # Σ t·(a - max)
+    np.exp(shifted, out=shifted)
+    total = shifted.sum(axis=-1, keepdims=True)
+    log_total = np.log(total)
+    weight = t.sum(axis=-1, keepdims=True) if t.ndim > 1 else t.sum()
+    loss = -(picked - float(np.vdot(weight, log_total))) / _batch(a)
+    shifted /= total
+    return a.dtype.type(loss)
+
+
+def np_softmax_ce_labels(a, labels, y=None):
+    import numpy as np
+
+    check_labels(np, labels, a.shape[-1])
+    shifted = np.subtract(a, a.max(axis=-1, keepdims=True), out=y)
+    picked = float(np.take_along_axis(shifted, labels.reshape(labels.shape + (1,)), axis=-1).sum())
+    np.exp(shifted, out=shifted)
+    total = shifted.sum(axis=-1, keepdims=True)
+    loss = -(picked - float(np.log(total).sum())) / _batch(a)
+    shifted /= total
+    return a.dtype.type(loss)
+
+
+def np_one_hot(labels, out):
+    import numpy as np
+
+    check_labels(np, labels, out.shape[-1])
+    out.fill(0)
+    np.put_along_axis(out, labels.reshape(labels.shape + (1,)), 1, axis=-1)
+    return out
