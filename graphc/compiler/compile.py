@@ -53,7 +53,7 @@ class CompiledFunction:
     """
 
     def __init__(self, outputs: Sequence[Node], single: bool, name: str, fuse: bool = True,
-                 updates: Mapping | None = None):
+                 updates: Mapping | None = None, check_numerics: bool = False):
         self.outputs = list(outputs)
         self._single = single
         graph = outputs[0].graph
@@ -63,7 +63,8 @@ class CompiledFunction:
         self._simplified = (simplified[: len(self.outputs)], list(zip(targets, simplified[len(self.outputs):])))
         self._name = name
         # numpy arrays run the buffer-planned lowering; other array libraries the array-API one.
-        self.program: Program = emit_numpy(*self._simplified[:1], name, self._simplified[1])
+        self._check_numerics = check_numerics
+        self.program: Program = emit_numpy(*self._simplified[:1], name, self._simplified[1], check_numerics)
         self._builds: dict[str, Any] = {"numpy": self._exec(self.program)}
         self._generic: Program | None = None
         self._updated = {leaf.name for leaf, _ in self.program.updates}
@@ -87,7 +88,7 @@ class CompiledFunction:
 
     def _generic_program(self) -> Program:
         if self._generic is None:
-            self._generic = emit(self._simplified[0], self._name, self._simplified[1])
+            self._generic = emit(self._simplified[0], self._name, self._simplified[1], self._check_numerics)
             self._builds["generic"] = self._exec(self._generic)
         return self._generic
 
@@ -217,12 +218,17 @@ class CompiledFunction:
         return explain(self.outputs, **kw)
 
 
-def compile(outputs, name: str | None = None, fuse: bool = True, updates: Mapping | None = None) -> CompiledFunction:  # noqa: A001
+def compile(outputs, name: str | None = None, fuse: bool = True, updates: Mapping | None = None,  # noqa: A001
+            check_numerics: bool = False) -> CompiledFunction:
     """Compile output node(s) into a callable.  ``outputs``: a node or a sequence of nodes.
 
     ``updates`` maps input/param leaves to nodes of the same shape: after computing the
     outputs, the function writes each node's value into that leaf's array in place
     (how optimizers update parameters inside the compiled step).
+
+    ``check_numerics=True`` checks every computed value and raises
+    :class:`~graphc.NumericsError` at the first NaN or Inf, naming the node and its
+    Einstein expression.  Off by default: the generated code then has no checks at all.
     """
     single = isinstance(outputs, Node)
     outs = [outputs] if single else list(outputs)
@@ -239,4 +245,5 @@ def compile(outputs, name: str | None = None, fuse: bool = True, updates: Mappin
         if not isinstance(node, Node) or node.graph is not leaf.graph or node.shape != leaf.shape:
             raise GraphError(f"compile: the update of {leaf.name!r} must be a node of its graph with shape "
                              f"{format_shape(leaf.shape)}, got {node!r}")
-    return CompiledFunction(outs, single, name or outs[0].graph.name, fuse=fuse, updates=updates)
+    return CompiledFunction(outs, single, name or outs[0].graph.name, fuse=fuse, updates=updates,
+                            check_numerics=check_numerics)

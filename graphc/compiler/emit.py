@@ -89,7 +89,8 @@ def signature(order: list[Node]):
     return args, dims, dim_code, shape_code
 
 
-def emit(outputs: list[Node], name: str = "graph", updates: list | None = None) -> Program:
+def emit(outputs: list[Node], name: str = "graph", updates: list | None = None,
+         check_numerics: bool = False) -> Program:
     """Source for ``outputs``; each ``(leaf, node)`` in ``updates`` is written into the leaf's array in place."""
     updates = [(leaf, node) for leaf, node in (updates or []) if node is not leaf]
     order = toposort(list(outputs) + [node for _, node in updates])
@@ -153,6 +154,8 @@ def emit(outputs: list[Node], name: str = "graph", updates: list | None = None) 
     for k, (stmt, node) in enumerate(body):
         comment = safe(formula(node))
         lines.append(f"        {stmt}  # {comment}" if len(comment) < 160 else f"        # {comment[:157]}...\n        {stmt}")
+        if check_numerics and node.kind == "float":
+            lines.append(f"        rt.check_finite(xp, {stmt.split(' = ', 1)[0]}, {formula(node)!r})")
         dead = [x for x, last in last_use.items() if last == k and x.startswith("v") and x not in keep]
         if dead:
             lines.append(f"        del {', '.join(sorted(dead, key=lambda s: int(s[1:])))}")

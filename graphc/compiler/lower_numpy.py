@@ -79,7 +79,8 @@ class _Buffers:
         self.free.setdefault(self.key[name], []).append(name)
 
 
-def emit_numpy(outputs: list[Node], name: str = "graph", updates: list | None = None) -> Program:
+def emit_numpy(outputs: list[Node], name: str = "graph", updates: list | None = None,
+               check_numerics: bool = False) -> Program:
     updates = [(leaf, node) for leaf, node in (updates or []) if node is not leaf]
     roots = list(outputs) + [node for _, node in updates]
     order = toposort(roots)
@@ -299,6 +300,8 @@ def emit_numpy(outputs: list[Node], name: str = "graph", updates: list | None = 
         comment = safe(formula(node))
         lines.append(f"        # {comment if len(comment) < 150 else comment[:147] + '...'}")
         lines.extend(code)
+        if check_numerics and node.kind == "float":
+            lines.append(f"        rt.check_finite(xp, {var[id(node)]}, {formula(node)!r})")
         # Values read for the last time here give their buffers back.
         k = position[id(node)]
         for i in set(map(id, node.inputs)):

@@ -6,7 +6,7 @@ numpy and the same source runs on any array-API library.
 
 from __future__ import annotations
 
-from graphc.errors import BindingError
+from graphc.errors import BindingError, NumericsError
 
 
 def softmax(xp, a):
@@ -45,6 +45,13 @@ def softmax_cross_entropy_labels(xp, a, labels):
 def one_hot(xp, labels, classes: int, dtype):
     check_labels(xp, labels, classes)
     return xp.astype(xp.reshape(labels, labels.shape + (1,)) == xp.arange(classes), dtype)
+
+
+def check_finite(xp, a, where: str) -> None:
+    """The numerics guard (compile(..., check_numerics=True)): stop at the first NaN or Inf."""
+    if not bool(xp.all(xp.isfinite(a))):
+        bad = "NaN" if bool(xp.any(xp.isnan(a))) else "Inf"
+        raise NumericsError(f"{bad} produced by {where}")
 
 
 def materialize(xp, a):

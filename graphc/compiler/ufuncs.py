@@ -145,7 +145,7 @@ class UfuncLowering:
                 neg.append(-t)
             else:
                 pos.append(t)
-        pos.sort(key=lambda t: t != self.alias)
+        pos.sort(key=lambda t: (t != self.alias, t.is_number or t in self.atoms))
         if not pos:  # -(a + b): negate the sum of the negated terms
             self._chain(neg, op, inverse_op, dest, temps)
             self._emit(f"xp.negative({dest}, out={dest})", dest)
@@ -182,7 +182,7 @@ class UfuncLowering:
         if num == [-1] and not den:
             self._emit(f"xp.copyto({dest}, -1)", dest)
             return
-        num.sort(key=lambda f: f != self.alias)
+        num.sort(key=lambda f: (f != self.alias, f.is_number or f in self.atoms))  # compute into dest first
         if not num:
             num = [sp.Integer(1)]
         codes = [self._operand(num[0], temps, into=dest)] + [self._operand(f, temps) for f in num[1:2]]
