@@ -1,0 +1,168 @@
+#!/usr/bin/env python
+"""Per-step time of one MNIST two-layer training step (forward + backward + SGD update).
+
+Implementations (same init, same batches, measured interleaved in one process):
+  graphc            graphc.optim.TrainStep (compiled forward+backward+in-place update)
+  numpy-hand        hand-tuned numpy: preallocated buffers, out=, exactly 5 GEMMs, fused CE grad
+  seed-layers       the seed's Affine/Relu/CEE_Softmax classes + ``params[key] -= lr*grad[key]``
+  opt_einsum-naive  numpy with one opt_einsum contract_expression per product, no buffers
+  torch-eager       PyTorch autograd, manual forward, SGD under no_grad (if torch is installed)
+  jax-jit           jax.jit of value_and_grad + SGD, params donated (if jax is installed)
+and a floor estimate: the five GEMMs alone (np.matmul into preallocated outputs, timed in
+the same rounds) + 0.4 µs per other numpy call of the hand-tuned step.
+
+Before timing, one float64 step of every implementation is checked against numpy-hand
+(loss and updated params, rtol 1e-8); graphc, numpy-hand and torch must agree or the
+benchmark stops.
+
+    python benchmarks/bench_step.py            # 30 rounds x 50 steps, float32 and float64
+    python benchmarks/bench_step.py --quick    # a smoke run
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _common as C  # noqa: E402
+
+OTHER_CALL_US = 0.4
+MUST_AGREE = ("graphc", "numpy-hand", "torch-eager")
+
+
+def _close(a, b, rtol):
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    scale = float(np.max(np.abs(b))) or 1.0
+    err = float(np.max(np.abs(a - b) / (np.abs(b) + 1e-12 * scale)))
+    return bool(np.allclose(a, b, rtol=rtol, atol=1e-12 * scale)), err
+
+
+def verify(x, t, peers, batch, lr, steps=3, log=print) -> dict:
+    """Run ``steps`` float64 steps of every impl from the same init; compare with numpy-hand."""
+    params = C.init_params(0, np.float64)
+    impls = C.make_impls(params, lr, batch, peers)
+    rng = np.random.default_rng(7)
+    idx = [rng.integers(0, len(x), batch) for _ in range(steps)]
+    batches = [(x[i].astype(np.float64), t[i].astype(np.float64)) for i in idx]
+    out = {}
+    for impl in impls:
+        losses = [float(impl.step(impl.prepare(*b))) for b in batches]
+        impl.sync()
+        out[impl.name] = (losses, {k: np.asarray(v) for k, v in impl.params().items()})
+    ref_losses, ref_params = out["numpy-hand"]
+    report = {}
+    failed = []
+    for name, (losses, ps) in out.items():
+        # The seed's loss is -log(y + 1e-7): up to ~1e-6 away from the exact loss; its gradient is exact.
+        loss_rtol = 1e-5 if name == "seed-layers" else 1e-8
+        loss_ok, loss_err = _close(losses, ref_losses, loss_rtol)
+        param_res = {k: _close(ps[k], ref_params[k], 1e-8) for k in C.PARAM_NAMES}
+        ok = loss_ok and all(r[0] for r in param_res.values())
+        report[name] = {"ok": ok, "loss_rtol": loss_rtol, "loss_max_rel_err": loss_err,
+                        "param_max_rel_err": max(r[1] for r in param_res.values()), "losses": losses}
+        if not ok:
+            failed.append(name)
+    rows = [(n, "ok" if r["ok"] else "MISMATCH", f"{r['loss_max_rel_err']:.1e}", f"{r['param_max_rel_err']:.1e}")
+            for n, r in report.items()]
+    log(f"check: {steps} float64 steps from one init vs numpy-hand (params rtol 1e-8)")
+    log(C.fmt_table(["impl", "result", "loss rel err", "param rel err"], rows))
+    log("")
+    bad = [n for n in failed if n in MUST_AGREE]
+    if bad:
+        raise SystemExit(f"bench_step: {bad} disagree with numpy-hand; not timing a wrong implementation")
+    return {"steps": steps, "results": report, "failed": failed}
+
+
+def measure(x, t, dtype, peers, args, log=print) -> dict:
+    params = C.init_params(0, dtype)
+    impls = C.make_impls(params, args.lr, args.batch, peers)
+    impls.append(C.GemmOnly(params, batch=args.batch))
+    rng = np.random.default_rng(args.seed)
+    idx = rng.integers(0, len(x), (args.steps, args.batch))
+    raw = [(np.ascontiguousarray(x[i], dtype=dtype), np.ascontiguousarray(t[i], dtype=dtype)) for i in idx]
+    prepared = {impl.name: [impl.prepare(*b) for b in raw] for impl in impls}
+
+    def chunk(impl):
+        bs = prepared[impl.name]
+        t0 = time.perf_counter()
+        for b in bs:
+            impl.step(b)
+        impl.sync()
+        return (time.perf_counter() - t0) / len(bs)
+
+    for _ in range(args.warmup):
+        for impl in impls:
+            chunk(impl)
+    times = {impl.name: [] for impl in impls}
+    order_rng = np.random.default_rng(args.seed + 1)
+    for _ in range(args.rounds):
+        gc.collect()
+        for k in order_rng.permutation(len(impls)):
+            impl = impls[k]
+            C.settle()
+            times[impl.name].append(chunk(impl) * 1e6)
+
+    stats = {name: C.quantiles(ts) for name, ts in times.items()}
+    base = stats["numpy-hand"]["median"]
+    gemm = stats.pop("gemm-only")
+    n_other = C.NumpyHand.N_OTHER
+    floor = gemm["median"] + OTHER_CALL_US * n_other
+    rows = []
+    for name, s in stats.items():
+        rows.append((name, f"{s['median']:.1f}", f"{s['p25']:.1f}-{s['p75']:.1f}", f"{s['median'] / base:.2f}"))
+    rows.append(("5 GEMMs alone (np.matmul)", f"{gemm['median']:.1f}", f"{gemm['p25']:.1f}-{gemm['p75']:.1f}",
+                 f"{gemm['median'] / base:.2f}"))
+    rows.append((f"floor: GEMMs + {n_other} x {OTHER_CALL_US} us", f"{floor:.1f}", "", f"{floor / base:.2f}"))
+    hand = next(i for i in impls if i.name == "numpy-hand")
+    log(f"{np.dtype(dtype).name}, batch {args.batch}: {args.rounds} rounds x {args.steps} steps, "
+        "median us/step (order shuffled each round)")
+    log(C.fmt_table(["impl", "us/step", "p25-p75", "x numpy-hand"], rows))
+    log(f"graphc / floor = {stats['graphc']['median'] / floor:.2f}; numpy-hand GEMM functions: {hand.gemm_choice}")
+    log("")
+    return {"dtype": np.dtype(dtype).name, "us_per_step": stats, "gemm_only": gemm, "floor_us": floor,
+            "floor_other_calls": n_other, "other_call_us": OTHER_CALL_US,
+            "ratio_to_numpy_hand": {n: s["median"] / base for n, s in stats.items()},
+            "numpy_hand_gemm_choice": hand.gemm_choice, "samples_us": times}
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="smoke run: 5 rounds x 20 steps")
+    p.add_argument("--rounds", type=int, default=30, help="rounds; each runs every impl once (default 30)")
+    p.add_argument("--steps", type=int, default=50, help="steps per impl per round (default 50)")
+    p.add_argument("--warmup", type=int, default=2, help="untimed rounds first (default 2)")
+    p.add_argument("--batch", type=int, default=100)
+    p.add_argument("--lr", type=float, default=0.1)
+    p.add_argument("--dtypes", default="float32,float64", help="comma-separated (default float32,float64)")
+    p.add_argument("--no-peers", action="store_true", help="skip torch and jax even if installed")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", default=str(Path(__file__).with_suffix(".json")), help="where to write results")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.rounds, args.steps, args.warmup = min(args.rounds, 5), min(args.steps, 20), 1
+
+    warning = C.busy_warning()
+    if warning:
+        print(warning)
+    peers = {} if args.no_peers else C.available_peers()
+    skipped = [n for n in ("torch", "jax") if n not in peers]
+    if skipped:
+        print(f"note: {', '.join(skipped)} not {'used' if args.no_peers else 'installed'}; those columns are skipped")
+    x, t, source = C.mnist_or_synthetic(np.float32)
+    print(f"data: {source}; threads: {C.THREADS}")
+    record = {"benchmark": "bench_step", "args": vars(args), "data": source, "busy_warning": warning,
+              "environment": C.environment(peers)}
+    record["check"] = verify(x, t, peers, args.batch, args.lr)
+    record["results"] = [measure(x, t, np.dtype(d), peers, args) for d in args.dtypes.split(",")]
+    path = C.write_json(args.json, record)
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
