@@ -28,6 +28,9 @@ def _train_parser(sub) -> None:
     p.add_argument("--out", default=d.out, help="directory for params.npz, history.json and curves.png")
     p.add_argument("--no-plot", action="store_true", help="skip the PNG plot")
     p.add_argument("--no-progress", action="store_true", help="no progress bar; print a line per epoch")
+    p.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every,
+                   help="write OUT/checkpoint.npz (atomically) every N iterations; 0 for none")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.npz if it exists")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -48,6 +51,7 @@ def main(argv: list[str] | None = None) -> int:
                 weight_init_std=args.weight_init_std, optimizer=args.optimizer, momentum=args.momentum,
                 seed=args.seed, dtype=args.dtype, integer_labels=args.integer_labels, data=args.data,
                 out=args.out, progress=not args.no_progress, plot=not args.no_plot,
+                checkpoint_every=args.checkpoint_every, resume=args.resume,
             )
             result = train_mnist(config)
             print(result.summary())

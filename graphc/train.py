@@ -38,6 +38,8 @@ class TrainConfig:
     eval_chunk: int = 10_000
     progress: bool = True
     plot: bool = True
+    checkpoint_every: int = 0  # iterations between checkpoints in ``out`` (0: none)
+    resume: bool = False  # continue from ``out``/checkpoint.npz when it exists
 
 
 @dataclass
@@ -96,7 +98,50 @@ def _progress(total: int, enabled: bool):
     return tqdm(total=total, unit="step", dynamic_ncols=True)
 
 
-def train_mnist(config: TrainConfig = TrainConfig(), log: Callable[[str], None] = print) -> TrainResult:
+# Settings a resumed run must share with the run that wrote the checkpoint.
+_RESUME_KEYS = ("batch_size", "lr", "hidden", "weight_init_std", "optimizer", "momentum", "seed", "dtype",
+                "integer_labels")
+
+
+def _save_checkpoint(path: Path, config: TrainConfig, iteration: int, step, rng, history: dict) -> None:
+    from graphc.serialize import save_arrays
+
+    arrays = {f"param/{k}": v for k, v in step.params.items()}
+    arrays.update({f"state/{k}": v for k, v in step.state.items()})
+    arrays["history/loss"] = np.asarray(history["loss"], dtype=np.float64)
+    meta = {"format": "graphc-checkpoint", "version": 1, "iteration": iteration, "step_count": step.step_count,
+            "rng": rng.bit_generator.state, "config": {k: getattr(config, k) for k in _RESUME_KEYS},
+            "evaluations": {k: history[k] for k in ("iteration", "train_acc", "test_acc")}}
+    save_arrays(path, arrays, meta=meta)
+
+
+def _load_checkpoint(path: Path, config: TrainConfig, step, rng, history: dict) -> int:
+    """Restore params, optimizer state, RNG and history in place; returns the iteration to go on from."""
+    from graphc.serialize import load_arrays
+
+    arrays, meta = load_arrays(path)
+    if not isinstance(meta, dict) or meta.get("format") != "graphc-checkpoint" or meta.get("version") != 1:
+        raise GraphcError(f"{path}: not a graphc checkpoint of version 1")
+    saved = meta.get("config", {})
+    differ = {k: (saved.get(k), getattr(config, k)) for k in _RESUME_KEYS if saved.get(k) != getattr(config, k)}
+    if differ:
+        raise GraphcError(f"{path}: the checkpoint was written with other settings (saved, now): {differ}")
+    for prefix, target in (("param/", step.params), ("state/", step.state)):
+        for k, v in target.items():
+            got = arrays.get(prefix + k)
+            if got is None or got.shape != v.shape or got.dtype != v.dtype:
+                raise GraphcError(f"{path}: {prefix + k} is missing or has the wrong shape or dtype")
+            v[...] = got
+    step.step_count = int(meta["step_count"])
+    rng.bit_generator.state = meta["rng"]
+    history["loss"] = arrays["history/loss"].tolist()
+    history.update(meta["evaluations"])
+    return int(meta["iteration"])
+
+
+def train_mnist(config: TrainConfig = TrainConfig(), log: Callable[[str], None] = print,
+                data: tuple | None = None) -> TrainResult:
+    """Run the training described by ``config``; ``data`` overrides the MNIST files (tests pass small sets)."""
     from graphc.datasets import load_mnist
     from graphc.models import init_two_layer_params, two_layer_net
     from graphc.optim import TrainStep
@@ -106,8 +151,10 @@ def train_mnist(config: TrainConfig = TrainConfig(), log: Callable[[str], None] 
     dtype = np.dtype(config.dtype)
     if dtype.kind != "f":
         raise GraphcError(f"dtype must be a float type, got {config.dtype!r}")
-    (x_train, t_train), (x_test, t_test) = load_mnist(config.data, normalize=True, flatten=True,
-                                                      one_hot_label=not config.integer_labels, dtype=dtype)
+    if data is None:
+        data = load_mnist(config.data, normalize=True, flatten=True, one_hot_label=not config.integer_labels,
+                          dtype=dtype)
+    (x_train, t_train), (x_test, t_test) = data
     labels_train = t_train if config.integer_labels else t_train.argmax(axis=1)
     labels_test = t_test if config.integer_labels else t_test.argmax(axis=1)
 
@@ -120,10 +167,18 @@ def train_mnist(config: TrainConfig = TrainConfig(), log: Callable[[str], None] 
     train_size = len(x_train)
     iter_per_epoch = max(train_size // config.batch_size, 1)
     history = {"loss": [], "iteration": [], "train_acc": [], "test_acc": []}
+    checkpoint = Path(config.out) / "checkpoint.npz" if config.out and config.checkpoint_every > 0 else None
+    first = 0
+    if config.resume and checkpoint is not None and checkpoint.exists():
+        first = _load_checkpoint(checkpoint, config, step, rng, history)
+        log(f"resumed from {checkpoint} at iteration {first}")
     bar = _progress(config.iters, config.progress)
+    if bar is not None and first:
+        bar.update(first)
     start = time.perf_counter()
-    train_acc = test_acc = float("nan")
-    for i in range(config.iters):
+    train_acc = history["train_acc"][-1] if history["train_acc"] else float("nan")
+    test_acc = history["test_acc"][-1] if history["test_acc"] else float("nan")
+    for i in range(first, config.iters):
         batch = rng.integers(0, train_size, config.batch_size)
         loss = step(x=x_train[batch], t=t_train[batch])
         history["loss"].append(float(loss))
@@ -140,6 +195,9 @@ def train_mnist(config: TrainConfig = TrainConfig(), log: Callable[[str], None] 
                 bar.write(line)
             else:
                 log(line)
+        if checkpoint is not None and ((i + 1) % config.checkpoint_every == 0 or last):
+            checkpoint.parent.mkdir(parents=True, exist_ok=True)
+            _save_checkpoint(checkpoint, config, i + 1, step, rng, history)
         if bar is not None:
             bar.update(1)
     if bar is not None:
@@ -152,8 +210,10 @@ def train_mnist(config: TrainConfig = TrainConfig(), log: Callable[[str], None] 
 
 
 def _write_outputs(result: TrainResult, out: Path, log) -> None:
+    from graphc.serialize import save_arrays
+
     out.mkdir(parents=True, exist_ok=True)
-    np.savez(out / "params.npz", **result.params)
+    save_arrays(out / "params.npz", result.params)
     record = {"config": asdict(result.config), "train_acc": result.train_acc, "test_acc": result.test_acc,
               "seconds": result.seconds, **result.history}
     (out / "history.json").write_text(json.dumps(record))
