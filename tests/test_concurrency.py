@@ -19,7 +19,7 @@ def test_threads_get_correct_results():
 
     def work(k):
         x, t = batches[k]
-        for _ in range(200):
+        for _ in range(25):
             got = fn(params, x=x, t=t)
             if not all(np.array_equal(a, b) for a, b in zip(got, expected[k])):
                 errors.append(k)
