@@ -123,6 +123,7 @@ class TrainStep:
     optimizer: Optimizer
     state: dict = field(default_factory=dict)
     step_count: int = 0
+    lowering: str = "auto"  # see graphc.compile
 
     def __post_init__(self):
         from graphc.compiler import compile, grad
@@ -148,7 +149,7 @@ class TrainStep:
             for leaf, value_node in zip([node, *slots], new):
                 updates[leaf] = value_node
         self._scalar_names = [n.name for n in scalar_nodes]
-        self.fn = compile(self.loss, name=f"{graph.name}_train_step", updates=updates)
+        self.fn = compile(self.loss, name=f"{graph.name}_train_step", updates=updates, lowering=self.lowering)
 
     @property
     def source(self) -> str:

@@ -53,7 +53,7 @@ class CompiledFunction:
     """
 
     def __init__(self, outputs: Sequence[Node], single: bool, name: str, fuse: bool = True,
-                 updates: Mapping | None = None, check_numerics: bool = False):
+                 updates: Mapping | None = None, check_numerics: bool = False, lowering: str = "auto"):
         self.outputs = list(outputs)
         self._single = single
         graph = outputs[0].graph
@@ -64,9 +64,15 @@ class CompiledFunction:
         self._name = name
         # numpy arrays run the buffer-planned lowering; other array libraries the array-API one.
         self._check_numerics = check_numerics
-        self.program: Program = emit_numpy(*self._simplified[:1], name, self._simplified[1], check_numerics)
-        self._builds: dict[str, Any] = {"numpy": self._exec(self.program)}
         self._generic: Program | None = None
+        self._builds: dict[str, Any] = {}
+        if lowering == "array_api":
+            self.program = self._generic_program()
+        elif lowering == "auto":
+            self.program = emit_numpy(*self._simplified[:1], name, self._simplified[1], check_numerics)
+            self._builds["numpy"] = self._exec(self.program)
+        else:
+            raise GraphError(f"compile: lowering must be 'auto' or 'array_api', got {lowering!r}")
         self._updated = {leaf.name for leaf, _ in self.program.updates}
         self._updated_positions = [k for k, leaf in enumerate(self.program.args) if leaf.name in self._updated]
         self.source = self.program.source
@@ -181,7 +187,7 @@ class CompiledFunction:
         import opt_einsum
 
         program = self.program if xp.__name__ == "numpy" else self._generic_program()
-        build = self._builds["numpy" if program is self.program else "generic"]
+        build = self._builds["generic" if program is self._generic else "numpy"]
         size = dict(zip(program.dims, dims))
         concrete = lambda shape: tuple(size[d] if isinstance(d, str) else d for d in shape)  # noqa: E731
         kernels = [opt_einsum.contract_expression(k.spec, *map(concrete, k.shapes), optimize="auto")
@@ -192,7 +198,7 @@ class CompiledFunction:
         arrays = self._bind(args, kwargs)
         # Fast path: the same shapes and dtypes as an earlier call in this thread were checked then.
         try:
-            key = tuple((a.shape, a.dtype) for a in arrays)
+            key = tuple((a.shape, a.dtype) for a in arrays) if not arrays or type(arrays[0]).__module__ == "numpy" else None
         except AttributeError:
             key = None
         cache = getattr(self._local, "runs", None)
@@ -219,7 +225,7 @@ class CompiledFunction:
 
 
 def compile(outputs, name: str | None = None, fuse: bool = True, updates: Mapping | None = None,  # noqa: A001
-            check_numerics: bool = False) -> CompiledFunction:
+            check_numerics: bool = False, lowering: str = "auto") -> CompiledFunction:
     """Compile output node(s) into a callable.  ``outputs``: a node or a sequence of nodes.
 
     ``updates`` maps input/param leaves to nodes of the same shape: after computing the
@@ -229,6 +235,10 @@ def compile(outputs, name: str | None = None, fuse: bool = True, updates: Mappin
     ``check_numerics=True`` checks every computed value and raises
     :class:`~graphc.NumericsError` at the first NaN or Inf, naming the node and its
     Einstein expression.  Off by default: the generated code then has no checks at all.
+
+    ``lowering``: ``"auto"`` runs numpy arrays through the buffer-planned numpy lowering
+    and other arrays (torch, jax, cupy, ...) through the array-API lowering;
+    ``"array_api"`` uses the array-API lowering for every array.
     """
     single = isinstance(outputs, Node)
     outs = [outputs] if single else list(outputs)
@@ -246,4 +256,4 @@ def compile(outputs, name: str | None = None, fuse: bool = True, updates: Mappin
             raise GraphError(f"compile: the update of {leaf.name!r} must be a node of its graph with shape "
                              f"{format_shape(leaf.shape)}, got {node!r}")
     return CompiledFunction(outs, single, name or outs[0].graph.name, fuse=fuse, updates=updates,
-                            check_numerics=check_numerics)
+                            check_numerics=check_numerics, lowering=lowering)
