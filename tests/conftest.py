@@ -40,7 +40,7 @@ DOMAINS = {
 }
 
 #: Identifiers the generated source may use (see graphc/compiler/emit.py).
-GENERATED_NAME = re.compile(r"^(a|v|d|k)\d+$|^(xp|rt|kernels|dtype|run|build)$")
+GENERATED_NAME = re.compile(r"^[a-z]\d+$|^(xp|rt|kernels|dtype|dims|run|build)$")
 
 
 def concrete(shape) -> tuple:

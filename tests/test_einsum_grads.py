@@ -120,3 +120,15 @@ def test_contraction_followed_by_nonlinearity_and_contraction(check):
 
 def test_einsum_spec_spaces_are_ignored(check):
     check(lambda a, b: gc.einsum(" ij , jk -> ik ", a, b), (2, 3), (3, 4), ref=np.matmul)
+
+
+@pytest.mark.xfail(strict=True, raises=ValueError,
+                   reason="numpy lowering (lower_numpy.py): the broadcast of dsum1, a scalar written into the "
+                   "planned buffer b0, reads the previous broadcast's variable instead "
+                   "(`v7 = xp.broadcast_to(xp.reshape(v4, (1,)), (2,))`): ValueError cannot reshape")
+def test_broadcast_of_a_scalar_held_in_a_planned_buffer():
+    g = gc.Graph("bcast")
+    x = g.input("x", (2,))
+    out = gc.einsum("a,->", x, x.sum() / 2.0)  # Σ_a x[a] · mean(x) = (Σx)²/2
+    dx = gc.compile(gc.grad(out, x))(x=np.array([1.0, 2.0]))
+    np.testing.assert_allclose(dx, [3.0, 3.0])

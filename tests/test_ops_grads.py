@@ -405,9 +405,6 @@ def test_float32_forward_and_gradient_keep_the_dtype(graph, values):
     _float32_matches_float64(graph, values, lambda x, W: gc.softmax(gc.tanh(x @ W)).sum() + gc.sum(x @ W) * 0.5)
 
 
-@pytest.mark.xfail(strict=True, reason="emit.py: the adjoint of mean is the Python float `0.5/d0` "
-                   "(no array operand), broadcast with xp.broadcast_to into a float64 array, "
-                   "so float32 gradients come back float64")
 def test_float32_gradient_of_mean_keeps_the_dtype(graph, values):
     _float32_matches_float64(graph, values, lambda x, W: (x @ W).mean())
 
@@ -426,3 +423,15 @@ def test_check_grads_catches_a_wrong_derivative(graph, values):
     g, (x,) = graph((3,))
     with pytest.raises(AssertionError, match="disagrees with finite differences"):
         gc.check_grads(wrong(x).sum(), [x], values([x]))
+
+
+def test_a_gradient_that_is_a_broadcast_scalar_input_is_a_float_array(graph, values):
+    # d/dx Σ x·s = s everywhere: an elementwise node whose expression is the bare symbol s,
+    # which sympy classes as a Boolean; it was marked a bool node (and lowered to a bool buffer).
+    g, (x, s) = graph((3, 1), ())
+    vals = values([x, s])
+    dx = gc.grad((x * s).sum(), x)
+    assert dx.kind == "float"
+    got = gc.compile([dx, x])(vals)[0]
+    np.testing.assert_array_equal(got, np.full((3, 1), vals["x1"]), strict=True)
+    gc.check_grads((x * s).sum(), [x, s], vals)

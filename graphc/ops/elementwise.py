@@ -228,7 +228,9 @@ def make(fn: ElementwiseFn, operands: Sequence[Node], in_indices: Sequence[str],
         fn = ElementwiseFn.from_expr(fn.name, symbols, expr)
         operands = [operands[k] for k in keep]
         in_indices = [in_indices[k] for k in keep]
-    kind = "bool" if isinstance(expr, sp.logic.boolalg.Boolean) else "float"
+    # A comparison or logical expression is a mask.  (A bare sympy Symbol is a Boolean
+    # too, by class; it is also an Expr, which no comparison is: an x1 broadcast is a float.)
+    kind = "bool" if isinstance(expr, sp.logic.boolalg.Boolean) and not isinstance(expr, sp.Expr) else "float"
     return Node(graph, Elementwise(fn, in_indices, out_indices), operands, shape, kind, name)
 
 
