@@ -135,14 +135,14 @@ class TrainStep:
             raise GraphError(f"TrainStep: {bad} are not params of graph {graph.name!r}; params: {[p.name for p in graph.params]}")
         grads = grad(self.loss, nodes)
         opt = self.optimizer
-        scalar_nodes = [graph.leaves.get(f"__{s}__") or graph.input(f"__{s}__", ()) for s in opt.scalars]
+        scalar_nodes = [self._leaf(graph, f"__{s}__", ()) for s in opt.scalars]
         updates = {}
         for node, g in zip(nodes, grads):
             value = self.params[node.name]
             slots = []
             for slot in opt.slots:
                 key = f"{node.name}.{slot}"
-                leaf = graph.leaves.get(f"__{key}__") or graph.input(f"__{key}__", node.shape)
+                leaf = self._leaf(graph, f"__{key}__", node.shape)
                 self.state.setdefault(key, np.zeros_like(value))
                 slots.append(leaf)
             new = opt.update(node, g, slots, scalar_nodes)
@@ -150,6 +150,12 @@ class TrainStep:
                 updates[leaf] = value_node
         self._scalar_names = [n.name for n in scalar_nodes]
         self.fn = compile(self.loss, name=f"{graph.name}_train_step", updates=updates, lowering=self.lowering)
+
+    @staticmethod
+    def _leaf(graph, name: str, shape):
+        """The optimizer's input leaf ``name``: reused when another step on this graph made it."""
+        leaf = graph.leaves.get(name)
+        return graph.input(name, shape) if leaf is None else leaf
 
     @property
     def source(self) -> str:
