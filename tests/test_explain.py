@@ -10,6 +10,7 @@ transposes are folded into the contractions that read them.
 from __future__ import annotations
 
 import ast
+import itertools
 import re
 
 import numpy as np
@@ -280,3 +281,74 @@ def test_elementwise_chains_are_fused(graph):
     g, (x,) = graph((3,))
     kept = toposort(simplify([gc.exp(gc.tanh(x) * 2.0 + 1.0)]))
     assert sum(isinstance(n.op, Elementwise) for n in kept) == 1
+
+
+# -- explain on every kind of contraction adjoint -----------------------------------
+ADJOINT_SPECS = [
+    ("ij,jk->ik", (2, 3), (3, 4)), ("ii->", (3, 3)), ("ii->i", (3, 3)), ("iij->j", (3, 3, 2)),
+    ("iii->i", (3, 3, 3)), ("ii,i->i", (3, 3), (3,)), ("ij,jk,ki->", (2, 3), (3, 4), (4, 2)),
+    ("bij,bjk->bik", (2, 3, 4), (2, 4, 5)), ("i,j->ij", (2,), (3,)), ("ijk->kji", (2, 3, 4)),
+]
+
+
+@pytest.mark.parametrize("case", ADJOINT_SPECS, ids=[c[0] for c in ADJOINT_SPECS])
+@pytest.mark.parametrize("kw", [{}, {"steps": True}, {"latex": True}, {"forward": True}], ids=str)
+def test_explain_every_contraction_adjoint(case, kw):
+    spec, *shapes = case
+    g = gc.Graph("adj")
+    nodes = [g.input(f"x{k}", s) for k, s in enumerate(shapes)]
+    out = gc.einsum(spec, *nodes)
+    grads = gc.grad((gc.tanh(out) * out).sum(), nodes)
+    text = gc.explain(grads, **kw)
+    backward = text.split("backward:")[1]
+    for k in range(len(nodes)):  # every gradient is in the backward section
+        lhs = r"^\s+" + re.escape(f"{{dx_{{{k}}}}}") if kw.get("latex") else rf"(^\s+|⇒ )dx{k}\b"
+        assert re.search(lhs, backward, re.M), text
+    assert "KroneckerDelta" not in text and "Idx(" not in text
+
+
+def test_the_adjoint_of_a_diagonal_is_a_kronecker_delta():
+    g = gc.Graph("diag")
+    x, v = g.input("x", (3, 3)), g.input("v", (3,))
+    dx = gc.grad((gc.diagonal(x) * v).sum(), x)
+    text = gc.explain(dx, forward=True)
+    assert text.startswith("backward:")  # it is a gradient, even after explain's CSE copies it
+    assert re.search(r"dx\[i,(\w)\] = v\[i\]·δ\[\1,i\]", text), text
+    assert r"\delta_{" in gc.explain(dx, latex=True)
+    assert re.search(r"δ\[i,\w\]·δ\[i,\w\]", gc.explain(dx, steps=True))
+
+
+# -- the matrix forms are right: evaluate them -------------------------------------------
+def _two_operand_specs():
+    terms = ["", "i", "j", "k", "ij", "ji", "ik", "ki", "jk", "kj", "ii"]
+    for ta in terms:
+        for tb in terms:
+            letters = sorted(set(ta + tb))
+            for r in range(3):
+                for out in itertools.permutations(letters, r):
+                    yield f"{ta},{tb}->{''.join(out)}"
+
+
+SIZES = {"i": 2, "j": 3, "k": 4}
+
+
+def test_matrix_forms_evaluate_to_their_contractions():
+    """Every two-operand contraction of vectors/matrices that gets a matrix form (dY·Wᵀ, Xᵀ·dY, ...)."""
+    from graphc.compiler.notation import matrix_form
+
+    rng = np.random.default_rng(0)
+    checked = []
+    for spec in _two_operand_specs():
+        ta, tb = spec.split("->")[0].split(",")
+        g = gc.Graph("mf")
+        A, B = g.input("A", tuple(SIZES[c] for c in ta)), g.input("B", tuple(SIZES[c] for c in tb))
+        node = gc.einsum(spec, A, B)
+        form = matrix_form(node) if isinstance(node.op, Contraction) else None
+        if form is None:
+            continue
+        vals = {"A": rng.standard_normal(A.shape), "B": rng.standard_normal(B.shape)}
+        got = eval(form.replace("ᵀ", ".T").replace("·", "@"), {}, vals)  # noqa: S307 - matrix-form text over A, B
+        want = np.einsum(spec, vals["A"], vals["B"])
+        assert np.shape(got) == want.shape and np.allclose(got, want), (spec, form)
+        checked.append(form)
+    assert len(checked) > 50 and {"A·B", "Aᵀ·B", "A·Bᵀ", "Bᵀ·Aᵀ"} <= set(checked)

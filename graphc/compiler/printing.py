@@ -85,6 +85,12 @@ def _printers():
             parts = [f"{self._print(v)} if {self._print(c)}" for v, c in expr.args[:-1]]
             return "(" + " else ".join(parts + [self._print(expr.args[-1][0])]) + ")"
 
+        def _print_KroneckerDelta(self, expr):  # δ[a,i], as explain writes it elsewhere
+            return f"δ[{','.join(self._print(a) for a in expr.args)}]"
+
+        def _print_Idx(self, expr):
+            return self._print(expr.label)
+
         def _print_Indexed(self, expr):
             return f"{expr.base}[{','.join(map(str, expr.indices))}]" if expr.indices else str(expr.base)
 

@@ -29,6 +29,8 @@ def _clone(node: Node, inputs: Sequence[Node]) -> Node:
         return node
     new = Node(node.graph, node.op, inputs, node.shape, node.kind, node.name)
     new.origin = node.origin
+    if node.graph.is_derived(node):  # explain sections the copy as the original: backward
+        node.graph.mark_derived(new)
     return new
 
 

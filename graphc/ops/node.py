@@ -210,6 +210,14 @@ class Graph:
         """Whether ``node`` was made by ``grad`` (part of a backward graph)."""
         return any(lo <= node.id < hi for lo, hi in self.derived_ranges)
 
+    def mark_derived(self, node: "Node") -> None:
+        """Record ``node`` as part of a backward graph (a pass's copy of a derived node)."""
+        ranges = self.derived_ranges
+        if ranges and ranges[-1][1] == node.id:
+            ranges[-1] = (ranges[-1][0], node.id + 1)
+        else:
+            ranges.append((node.id, node.id + 1))
+
     def __repr__(self) -> str:
         return f"<Graph {self.name!r}: {len(self.leaves)} leaves>"
 
