@@ -62,6 +62,8 @@ class Builder:
         self.draw = draw
         self.g = gc.Graph("random")
         self.seed = draw(st.integers(0, 2**32 - 1))
+        # symbolic dims: every axis of size 2 is declared "p", of size 3 "q" (bound at call time)
+        self.symbolic = draw(st.booleans())
         self.rng = np.random.default_rng(self.seed)
         self.pool: list[tuple] = []  # (node, array)
         self.leaves: list = []
@@ -73,8 +75,9 @@ class Builder:
         return f"<graph seed={self.seed} leaves: {leaves}; ops: {' ; '.join(self.ops)}>"
 
     def leaf(self, shape):
+        shape = tuple(SYMBOLS.get(d, d) if self.symbolic else d for d in shape)
         node = self.g.input(f"x{len(self.leaves)}", shape)
-        arr = self.rng.standard_normal(shape)
+        arr = self.rng.standard_normal(tuple(SIZES.get(d, d) for d in shape))
         self.leaves.append(node)
         self.values[node.name] = arr
         self.pool.append((node, arr))
@@ -85,16 +88,19 @@ class Builder:
         return self.draw(st.sampled_from(choices)) if choices else None
 
     def add(self, name, node, arr):
-        assert node.shape == arr.shape, (name, node.shape, arr.shape)
+        assert tuple(SIZES.get(d, d) for d in node.shape) == arr.shape, (name, node.shape, arr.shape)
         self.ops.append(name)
         self.pool.append((node, arr))
 
 
+SYMBOLS = {2: "p", 3: "q"}
+SIZES = {v: k for k, v in SYMBOLS.items()}
 shapes = st.lists(st.integers(1, 3), min_size=0, max_size=3).map(tuple)
 
 
 def step(b: Builder):
-    kind = b.draw(st.sampled_from(["unary", "binary", "matmul", "sum", "transpose", "einsum", "softmax", "leaf"]))
+    kind = b.draw(st.sampled_from(["unary", "binary", "matmul", "sum", "transpose", "einsum", "diagonal",
+                                   "softmax", "leaf"]))
     if kind == "leaf":
         b.leaf(b.draw(shapes))
     elif kind == "unary":
@@ -151,6 +157,16 @@ def step(b: Builder):
         out = "".join(b.draw(st.permutations(kept)))
         spec = ",".join(terms) + "->" + out
         b.add(f"einsum {spec}", gc.einsum(spec, *ops), np.einsum(spec, *arrays))
+    elif kind == "diagonal":  # a repeated index: the adjoint carries a Kronecker δ
+        picked = b.pick(lambda n: n.ndim >= 2 and len(set(n.shape)) < n.ndim)
+        if picked is None:
+            return
+        x, a = picked
+        k, j = next((k, j) for k in range(x.ndim) for j in range(k + 1, x.ndim) if x.shape[k] == x.shape[j])
+        term = "".join("a" if m in (k, j) else "bcd"[m] for m in range(x.ndim))
+        out = "".join(b.draw(st.permutations(sorted(set(term)))))[: b.draw(st.integers(0, len(set(term))))]
+        spec = f"{term}->{out}"
+        b.add(f"einsum {spec}", gc.einsum(spec, x), np.einsum(spec, a))
     elif kind == "softmax":
         picked = b.pick(lambda n: n.ndim >= 1)
         if picked is None:
