@@ -9,13 +9,14 @@ a name that would create a file if it were ever executed must not create it.
 from __future__ import annotations
 
 import os
+import tempfile
 
 import numpy as np
 import pytest
 
 import graphc as gc
 
-SENTINEL = os.path.join(os.path.dirname(os.path.abspath(__file__)), ".graphc_pwned_sentinel")
+SENTINEL = os.path.join(tempfile.gettempdir(), "graphc_pwned_sentinel")
 
 HOSTILE = [
     'quote"inside', "quote'inside", '"""', "'''", "back\\slash", "trailing\\",
@@ -31,6 +32,10 @@ HOSTILE = [
     "a0", "a1", "v0", "v1", "d0", "k0", "xp", "rt", "kernels", "dtype", "run", "build", "np", "numpy", "self",
     " ", "x y", "{}", "%s", "{0}", "\\n", "-", "1abc",
 ]
+
+
+def name_id(name: str) -> str:
+    return ascii(name.replace(SENTINEL, "SENTINEL"))
 
 
 @pytest.fixture(autouse=True)
@@ -59,7 +64,7 @@ def reference(X, W, b):
     return (h**2).sum(), X.T @ dz, dz @ W.T, dz.sum(0)
 
 
-@pytest.mark.parametrize("name", HOSTILE, ids=ascii)
+@pytest.mark.parametrize("name", HOSTILE, ids=name_id)
 def test_hostile_name_compiles_runs_and_stays_out_of_code(name, rng, generated_only):
     g, (x, W, b), loss, grads = build_net(name)
     fn = gc.compile([loss, *grads], name=name if "\x00" not in name else "nul")
@@ -74,7 +79,7 @@ def test_hostile_name_compiles_runs_and_stays_out_of_code(name, rng, generated_o
         assert isinstance(gc.explain(grads, **kw), str)
 
 
-@pytest.mark.parametrize("name", HOSTILE, ids=ascii)
+@pytest.mark.parametrize("name", HOSTILE, ids=name_id)
 def test_hostile_name_in_check_grads(name, rng):
     g, (x, W, b), loss, grads = build_net(name)
     gc.check_grads(loss, [W, b], {name: rng.standard_normal((2, 3)), name + "W": rng.standard_normal((3, 2)),
@@ -148,3 +153,12 @@ def test_user_defined_op_with_a_hostile_name(rng, generated_only):
     np.testing.assert_allclose(y, np.log1p(np.exp(X)), rtol=1e-13)
     np.testing.assert_allclose(dx, 1 / (1 + np.exp(-X)), rtol=1e-13)
     assert isinstance(gc.explain(gc.grad(f(x).sum(), x), forward=True), str)
+
+
+def test_the_payloads_would_create_the_sentinel_if_executed():
+    # The sentinel check above has teeth: executing the payload names does create the file.
+    for payload in HOSTILE:
+        if SENTINEL in payload:
+            exec(payload.strip(), {"os": os})  # noqa: S102 - our own payload, to prove the check works
+            assert os.path.exists(SENTINEL), payload
+            os.remove(SENTINEL)
