@@ -352,3 +352,12 @@ def test_matrix_forms_evaluate_to_their_contractions():
         assert np.shape(got) == want.shape and np.allclose(got, want), (spec, form)
         checked.append(form)
     assert len(checked) > 50 and {"A·B", "Aᵀ·B", "A·Bᵀ", "Bᵀ·Aᵀ"} <= set(checked)
+
+
+def test_constants_print_as_their_values():
+    g = gc.Graph("consts")
+    x, b = g.input("x", ("n", 3)), g.param("b", (3,))
+    assert "dx[n,i] = 2.0" in gc.explain(gc.grad((x * 2.0).sum(), x))
+    assert "= b[i]·2.5" in gc.explain(gc.einsum("i,->i", b, 2.5), forward=True)
+    text = gc.explain(gc.grad(gc.einsum("ni,->", x, 3.0), x))
+    assert "3.0" in text and "const" not in text

@@ -55,6 +55,10 @@ def expression(node, names=None):
         for term, operand in zip(op.spec.inputs, node.inputs):
             if isinstance(operand.op, Delta):
                 factors.append(sp.KroneckerDelta(sp.Idx(term[0]), sp.Idx(term[1])))
+            elif isinstance(operand.op, Constant):  # its value: explain lists no constant nodes
+                factors.append(sp.Float(operand.op.value))
+            elif isinstance(operand.op, DimSize):
+                factors.append(sp.Symbol(f"|{operand.op.dim}|", positive=True))
             else:
                 factors.append(_indexed(name(operand), term))
         body = sp.Mul(*factors, evaluate=False) if len(factors) > 1 else factors[0]
