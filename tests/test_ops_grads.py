@@ -324,6 +324,14 @@ def test_softmax_cross_entropy_integer_labels(rng, n):
     gc.check_grads(loss, [a], {"a": A, "t": L})
 
 
+def test_softmax_cross_entropy_with_a_symbolic_number_of_classes(rng):
+    g = gc.Graph("ce")
+    a, t, T = g.input("a", ("n", "c")), g.input("t", ("n",), kind="int"), g.input("T", ("n", "c"))
+    A, L = rng.standard_normal((4, 5)), np.array([0, 4, 2, 1])
+    gc.check_grads(gc.softmax_cross_entropy(a, t), [a], {"a": A, "t": L})
+    gc.check_grads(gc.softmax_cross_entropy(a, T), [a, T], {"a": A, "T": one_hot(L, 5)})
+
+
 def test_softmax_cross_entropy_integer_label_of_one_row(rng):
     g = gc.Graph("ce")
     a, t = g.input("a", (4,)), g.input("t", (), kind="int")
