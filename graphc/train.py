@@ -167,6 +167,8 @@ def train_mnist(config: TrainConfig = TrainConfig(), log: Callable[[str], None] 
     train_size = len(x_train)
     iter_per_epoch = max(train_size // config.batch_size, 1)
     history = {"loss": [], "iteration": [], "train_acc": [], "test_acc": []}
+    x_batch = np.empty((config.batch_size,) + x_train.shape[1:], dtype=x_train.dtype)
+    t_batch = np.empty((config.batch_size,) + t_train.shape[1:], dtype=t_train.dtype)
     checkpoint = Path(config.out) / "checkpoint.npz" if config.out and config.checkpoint_every > 0 else None
     first = 0
     if config.resume and checkpoint is not None and checkpoint.exists():
@@ -180,7 +182,9 @@ def train_mnist(config: TrainConfig = TrainConfig(), log: Callable[[str], None] 
     test_acc = history["test_acc"][-1] if history["test_acc"] else float("nan")
     for i in range(first, config.iters):
         batch = rng.integers(0, train_size, config.batch_size)
-        loss = step(x=x_train[batch], t=t_train[batch])
+        np.take(x_train, batch, axis=0, out=x_batch)  # into reused buffers: no allocation per step
+        np.take(t_train, batch, axis=0, out=t_batch)
+        loss = step(x=x_batch, t=t_batch)
         history["loss"].append(float(loss))
         last = i + 1 == config.iters
         if (i + 1) % iter_per_epoch == 0 or last:
