@@ -100,6 +100,29 @@ def environment(peers: dict | None = None) -> dict:
     return env
 
 
+_LIMITS = []
+
+
+def set_threads(n: int) -> None:
+    """Use ``n`` threads everywhere: numpy's BLAS (through threadpoolctl, when installed), torch,
+    and XLA (``n == 1`` turns off its multi-threaded Eigen; call this before jax is imported).
+    The default, 2, is every library's own default on the 2-core machines here."""
+    global THREADS
+    THREADS = n
+    try:
+        import threadpoolctl
+
+        _LIMITS.append(threadpoolctl.threadpool_limits(n))
+    except ImportError:
+        if n != 2:
+            print(f"note: threadpoolctl is not installed; numpy's BLAS keeps its default threads, not {n}")
+    if n == 1 and "jax" not in sys.modules:
+        flags = os.environ.get("XLA_FLAGS", "")
+        os.environ["XLA_FLAGS"] = (flags + " --xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1").strip()
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(n)
+
+
 def available_peers(want=("torch", "jax")) -> dict:
     """Import the optional peers that are installed; set their threads. Missing ones are skipped."""
     found = {}

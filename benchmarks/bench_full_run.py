@@ -85,8 +85,9 @@ def _run_reference(name: str, iters: int, dtype: str, seed: int, batch_size=100,
     return {"loop_s": seconds, "train_acc": train_acc, "test_acc": test_acc, "final_loss": losses[-1]}
 
 
-def child(name: str, iters: int, dtype: str, seed: int) -> None:
+def child(name: str, iters: int, dtype: str, seed: int, threads: int = C.THREADS) -> None:
     """Entry point of one run's subprocess: prints one JSON line after MARK."""
+    C.set_threads(threads)
     if name == "graphc":
         from graphc.train import TrainConfig, train_mnist
 
@@ -107,19 +108,22 @@ def child(name: str, iters: int, dtype: str, seed: int) -> None:
 
 
 def _proc_memory() -> dict:
-    """This process's peak (VmHWM) and current (VmRSS) resident memory, from /proc (Linux only)."""
+    """This process's peak (VmHWM) and current (VmRSS) resident memory, from /proc (Linux only).
+
+    Called after the run returned: its data are freed, so VmRSS is the imports plus what the run keeps."""
     try:
         fields = dict(line.split(":", 1) for line in Path("/proc/self/status").read_text().splitlines()
                       if line.startswith(("VmHWM", "VmRSS")))
-        return {"vm_hwm_mib": int(fields["VmHWM"].split()[0]) / 1024, "vm_rss_end_mib": int(fields["VmRSS"].split()[0]) / 1024}
+        return {"vm_hwm_mib": int(fields["VmHWM"].split()[0]) / 1024,
+                "vm_rss_after_mib": int(fields["VmRSS"].split()[0]) / 1024}
     except (OSError, KeyError, ValueError):
         return {}
 
 
 # --------------------------------------------------------------------------- in the parent
-def run_child(name: str, iters: int, dtype: str, seed: int) -> dict:
+def run_child(name: str, iters: int, dtype: str, seed: int, threads: int) -> dict:
     code = (f"import sys; sys.path.insert(0, {str(HERE)!r}); import bench_full_run as b; "
-            f"b.child({name!r}, {iters}, {dtype!r}, {seed})")
+            f"b.child({name!r}, {iters}, {dtype!r}, {seed}, {threads})")
     with tempfile.TemporaryFile(mode="w+") as out:
         t0 = time.perf_counter()
         proc = subprocess.Popen([sys.executable, "-c", code], stdout=out, stderr=subprocess.STDOUT)
@@ -147,6 +151,7 @@ def main(argv=None):
     p.add_argument("--peers", action="store_true", help="also the seed's layer classes, torch and jax (if installed)")
     p.add_argument("--dtype", default="float32", choices=["float32", "float64"])
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=C.THREADS, help="threads for BLAS, torch and XLA (default 2)")
     p.add_argument("--json", default=str(Path(__file__).with_suffix(".json")), help="where to write results")
     args = p.parse_args(argv)
     iters = args.iters or (1_000 if args.quick else 10_000)
@@ -170,11 +175,11 @@ def main(argv=None):
                 print(f"note: {mod} is not installed; {impl} is skipped")
 
     print(f"{iters} steps, {args.dtype}, seed {args.seed}, {repeats} repeat(s), runs alternate: {', '.join(names)}")
-    baseline = run_child("load-only", iters, args.dtype, args.seed)
+    baseline = run_child("load-only", iters, args.dtype, args.seed, args.threads)
     runs = {n: [] for n in names}
     for rep in range(repeats):
         for name in (names if rep % 2 == 0 else names[::-1]):
-            res = run_child(name, iters, args.dtype, args.seed)
+            res = run_child(name, iters, args.dtype, args.seed, args.threads)
             runs[name].append(res)
             print(f"  repeat {rep + 1} {name:<12} loop {res['loop_s']:7.2f} s  process {res['process_s']:6.2f} s  "
                   f"peak {res['peak_rss_mib']:6.0f} MiB  test acc {res['test_acc']:.4f}", flush=True)
@@ -188,21 +193,21 @@ def main(argv=None):
         s = {"loop_s": C.median([r["loop_s"] for r in rs]), "ratio_to_numpy_hand": ratio,
              "process_s": C.median([r["process_s"] for r in rs]),
              "peak_rss_mib": C.median([r["peak_rss_mib"] for r in rs]),
-             "rss_end_mib": C.median([r.get("vm_rss_end_mib", float("nan")) for r in rs]),
+             "rss_after_mib": C.median([r.get("vm_rss_after_mib", float("nan")) for r in rs]),
              "train_acc": rs[-1]["train_acc"], "test_acc": rs[-1]["test_acc"], "final_loss": rs[-1]["final_loss"]}
         summary[name] = s
         rows.append((name, f"{s['loop_s']:.2f}", f"{ratio:.2f}", f"{s['process_s']:.2f}", f"{s['peak_rss_mib']:.0f}",
-                     f"{s['rss_end_mib']:.0f}", f"{s['train_acc']:.4f}", f"{s['test_acc']:.4f}",
+                     f"{s['rss_after_mib']:.0f}", f"{s['train_acc']:.4f}", f"{s['test_acc']:.4f}",
                      f"{s['final_loss']:.4f}"))
     rows.append(("load-only (baseline)", "", "", f"{baseline['process_s']:.2f}", f"{baseline['peak_rss_mib']:.0f}",
-                 f"{baseline.get('vm_rss_end_mib', float('nan')):.0f}", "", "", ""))
+                 f"{baseline.get('vm_rss_after_mib', float('nan')):.0f}", "", "", ""))
     print()
     print(f"MNIST two-layer, {iters} steps + accuracy every 600, {args.dtype}: medians of {repeats} run(s)")
-    print(C.fmt_table(["impl", "loop s", "x numpy-hand", "process s", "peak MiB", "end MiB", "train acc",
+    print(C.fmt_table(["impl", "loop s", "x numpy-hand", "process s", "peak MiB", "after MiB", "train acc",
                        "test acc", "last loss"], rows))
     record = {"benchmark": "bench_full_run", "args": vars(args), "iters": iters, "repeats": repeats,
-              "busy_warning": warning, "environment": {**C.environment(), **versions}, "summary": summary, "runs": runs,
-              "load_only": baseline, "loadavg_end": os.getloadavg()}
+              "busy_warning": warning, "environment": {**C.environment(), **versions, "threads": args.threads},
+              "summary": summary, "runs": runs, "load_only": baseline, "loadavg_end": os.getloadavg()}
     path = C.write_json(args.json, record)
     print(f"wrote {path}")
 

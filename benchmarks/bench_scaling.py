@@ -148,6 +148,7 @@ def main(argv=None):
     p.add_argument("--rounds", type=int, default=15, help="most interleaved rounds per point (default 15)")
     p.add_argument("--chunk-s", type=float, default=0.05, help="target seconds per timed chunk (default 0.05)")
     p.add_argument("--point-s", type=float, default=6.0, help="target timing seconds per point (default 6)")
+    p.add_argument("--threads", type=int, default=C.THREADS, help="BLAS threads (default 2)")
     p.add_argument("--sweep", default="batch,width,depth", help="which sweeps (default batch,width,depth)")
     p.add_argument("--json", default=str(Path(__file__).with_suffix(".json")), help="where to write results")
     args = p.parse_args(argv)
@@ -155,6 +156,7 @@ def main(argv=None):
     if args.quick:
         args.rounds, args.chunk_s, args.point_s = 3, 0.02, 0.5
         sweeps = {k: [v for v in vs if v not in (10000, 4096)] for k, vs in sweeps.items()}
+    C.set_threads(args.threads)
     warning = C.busy_warning()
     if warning:
         print(warning)
