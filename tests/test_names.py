@@ -162,3 +162,26 @@ def test_the_payloads_would_create_the_sentinel_if_executed():
             exec(payload.strip(), {"os": os})  # noqa: S102 - our own payload, to prove the check works
             assert os.path.exists(SENTINEL), payload
             os.remove(SENTINEL)
+
+
+@pytest.mark.parametrize("name", [n for n in HOSTILE if SENTINEL in n or n in ('"""', "new\nline", "nul\x00byte", "Δx")],
+                         ids=name_id)
+def test_hostile_names_with_check_numerics(name):
+    g = gc.Graph("g")
+    x = g.input(name, (3,))
+    y = gc.log(x).rename(name + "_log")
+    fn = gc.compile(y, check_numerics=True)
+    np.testing.assert_allclose(fn({name: np.ones(3)}), np.zeros(3))
+    with pytest.raises(gc.NumericsError) as info, np.errstate(invalid="ignore"):
+        fn({name: -np.ones(3)})
+    assert gc.compiler.notation.safe(name + "_log") in str(info.value) or name + "_log" in str(info.value)
+
+
+@pytest.mark.xfail(strict=True, reason="lower_numpy.py: check_numerics=True emits "
+                   "`rt.check_finite(xp, v1, 'hidden_qq[i] = exp(inputs_qq[i])')`: the formula, with user "
+                   "names, as a string literal in code (repr-escaped, so not injectable, but not comment-only)")
+def test_check_numerics_keeps_user_names_out_of_code(generated_only):
+    g = gc.Graph("g")
+    x = g.input("inputs_qq", (3,))
+    fn = gc.compile(gc.exp(x).rename("hidden_qq"), check_numerics=True)
+    generated_only(fn.source)
