@@ -19,9 +19,7 @@ The helpers are session-scoped (stateless functions), so hypothesis tests can us
 from __future__ import annotations
 
 import ast
-import io
 import re
-import tokenize
 
 import numpy as np
 import pytest
@@ -80,12 +78,6 @@ def code_identifiers(source: str) -> tuple[set, list]:
     names |= {n.name for n in ast.walk(tree) if isinstance(n, ast.FunctionDef)}
     strings = [n.value for n in ast.walk(tree) if isinstance(n, ast.Constant) and isinstance(n.value, str)]
     return names, strings
-
-
-def code_without_comments(source: str) -> str:
-    """The source with every comment token removed (what actually executes)."""
-    tokens = [t for t in tokenize.generate_tokens(io.StringIO(source).readline) if t.type != tokenize.COMMENT]
-    return tokenize.untokenize(tokens)
 
 
 def assert_generated_only(source: str) -> None:

@@ -51,19 +51,11 @@ SPECS = [
     ("ji", (2, 3)),  # implicit: output sorted, so a transpose
 ]
 
-DIMS = {"n": 5, "b": 2}
-
-
-def concrete(shape):
-    return tuple(DIMS.get(d, d) if isinstance(d, str) else d for d in shape)
-
-
 @pytest.mark.parametrize("case", SPECS, ids=[s[0] for s in SPECS])
-def test_einsum(rng, case):
+def test_einsum(graph, values, case):
     spec, *shapes = case
-    g = gc.Graph("einsum")
-    nodes = [g.input(f"x{k}", s) for k, s in enumerate(shapes)]
-    vals = {n.name: rng.standard_normal(concrete(n.shape)) for n in nodes}
+    g, nodes = graph(*shapes)
+    vals = values(nodes)
     out = gc.einsum(spec, *nodes)
     got = gc.compile([out, *nodes])(vals)[0]
     np.testing.assert_allclose(got, np.einsum(spec, *vals.values()), rtol=1e-12, atol=1e-12, strict=True)
