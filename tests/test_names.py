@@ -132,8 +132,6 @@ def test_hostile_symbolic_dim_names(dim, rng, generated_only):
     np.testing.assert_allclose(got[1], X.T @ np.full((4, 2), 1 / 8), rtol=1e-13)
 
 
-@pytest.mark.xfail(strict=True, reason="compile.py passes the function name into the code object's "
-                   "filename (<graphc:NAME:k>): a NUL byte makes builtins.compile raise a raw ValueError")
 def test_function_name_with_a_nul_byte():
     g = gc.Graph("nul\x00graph")
     x = g.input("x", (3,))
@@ -177,9 +175,6 @@ def test_hostile_names_with_check_numerics(name):
     assert gc.compiler.notation.safe(name + "_log") in str(info.value) or name + "_log" in str(info.value)
 
 
-@pytest.mark.xfail(strict=True, reason="lower_numpy.py: check_numerics=True emits "
-                   "`rt.check_finite(xp, v1, 'hidden_qq[i] = exp(inputs_qq[i])')`: the formula, with user "
-                   "names, as a string literal in code (repr-escaped, so not injectable, but not comment-only)")
 def test_check_numerics_keeps_user_names_out_of_code(generated_only):
     g = gc.Graph("g")
     x = g.input("inputs_qq", (3,))

@@ -24,6 +24,7 @@ from typing import Any, Mapping, Sequence
 from graphc.compiler import runtime
 from graphc.compiler.emit import Program, emit
 from graphc.compiler.lower_numpy import emit_numpy
+from graphc.compiler.notation import safe
 from graphc.compiler.simplify import simplify
 from graphc.errors import BindingError, GraphError
 from graphc.ops.node import Node, format_shape
@@ -81,7 +82,7 @@ class CompiledFunction:
 
     @staticmethod
     def _exec(program: Program):
-        filename = f"<graphc:{program.name}:{next(_COUNTER)}>"
+        filename = f"<graphc:{safe(program.name).replace(chr(0), '')}:{next(_COUNTER)}>"
         linecache.cache[filename] = (len(program.source), None, program.source.splitlines(True), filename)
         namespace: dict[str, Any] = {}
         exec(builtins.compile(program.source, filename, "exec"), namespace)  # noqa: S102 - our own generated source
@@ -192,7 +193,7 @@ class CompiledFunction:
         concrete = lambda shape: tuple(size[d] if isinstance(d, str) else d for d in shape)  # noqa: E731
         kernels = [opt_einsum.contract_expression(k.spec, *map(concrete, k.shapes), optimize="auto")
                    for k in program.kernels]
-        return build(xp, runtime, kernels, dtype, dims)
+        return build(xp, runtime, kernels, dtype, dims, program.labels)
 
     def __call__(self, *args, **kwargs):
         arrays = self._bind(args, kwargs)

@@ -41,6 +41,7 @@ class Program:
     outputs: list
     kernels: list = field(default_factory=list)
     updates: list = field(default_factory=list)
+    labels: list = field(default_factory=list)  # data for the generated code (numerics-guard messages)
     order: list = field(default_factory=list)
 
 
@@ -142,7 +143,8 @@ def emit(outputs: list[Node], name: str = "graph", updates: list | None = None,
     out_vars = []
     for o in outputs:
         x = var[id(o)]
-        out_vars.append(f"rt.materialize(xp, {x})" if x in views or isinstance(o.op, DimSize) else x)
+        repeated = x in out_vars  # equal outputs: copies, so they never share memory
+        out_vars.append(f"rt.materialize(xp, {x})" if x in views or repeated or isinstance(o.op, DimSize) else x)
 
     # Delete each intermediate after its last use, to keep peak memory down.
     last_use: dict[str, int] = {}
@@ -150,12 +152,13 @@ def emit(outputs: list[Node], name: str = "graph", updates: list | None = None,
         for i in node.inputs:
             last_use[var[id(i)]] = k
     keep = {var[id(o)] for o in outputs} | {var[id(n)] for _, n in updates}
-    lines = []
+    lines, labels = [], []
     for k, (stmt, node) in enumerate(body):
         comment = safe(formula(node))
         lines.append(f"        {stmt}  # {comment}" if len(comment) < 160 else f"        # {comment[:157]}...\n        {stmt}")
         if check_numerics and node.kind == "float":
-            lines.append(f"        rt.check_finite(xp, {stmt.split(' = ', 1)[0]}, {formula(node)!r})")
+            lines.append(f"        rt.check_finite(xp, {stmt.split(' = ', 1)[0]}, labels[{len(labels)}])")
+            labels.append(formula(node))
         dead = [x for x, last in last_use.items() if last == k and x.startswith("v") and x not in keep]
         if dead:
             lines.append(f"        del {', '.join(sorted(dead, key=lambda s: int(s[1:])))}")
@@ -167,7 +170,7 @@ def emit(outputs: list[Node], name: str = "graph", updates: list | None = None,
     header += [f"#   {var[id(a)]} = {safe(a.name)} {safe(str(a.shape))}" for a in args]
     header += [f"#   {dim_code(d)} = dim {safe(d)}" for d in dims]
     source = "\n".join(header + [
-        "def build(xp, rt, kernels, dtype, dims):",
+        "def build(xp, rt, kernels, dtype, dims, labels):",
         f"    ({''.join(dim_code(d) + ', ' for d in dims)}) = dims",
         f"    ({''.join(f'k{k}, ' for k in range(len(kernels)))}) = kernels",
         f"    def run({', '.join(var[id(a)] for a in args)}):",
@@ -176,7 +179,8 @@ def emit(outputs: list[Node], name: str = "graph", updates: list | None = None,
         "    return run",
         "",
     ])
-    return Program(name, source, args, dims, list(outputs), kernels=kernels, updates=updates, order=order)
+    return Program(name, source, args, dims, list(outputs), kernels=kernels, updates=updates, order=order,
+                   labels=labels)
 
 
 def _contraction(node: Node, ins: list[str], kernels: list, dim_code, shape_code) -> str:

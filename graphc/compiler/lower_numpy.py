@@ -107,6 +107,8 @@ def emit_numpy(outputs: list[Node], name: str = "graph", updates: list | None = 
     lines: list[str] = []
     done: set[int] = set()
     fresh: set[str] = set()  # variables holding arrays made during this call
+    temporaries: list[Node] = []
+    labels: list[str] = []  # node descriptions for the numerics guard, passed to build() as data
     in_place_updates: set[int] = set()
 
     def claim(node: Node, buf: str | None) -> None:
@@ -207,6 +209,7 @@ def emit_numpy(outputs: list[Node], name: str = "graph", updates: list | None = 
             expanded = tuple(sizes[c] if c in present else 1 for c in spec.output)
             inner = Node(node.graph, Contraction(type(spec)(spec.inputs, core)), node.inputs,
                          tuple(sizes[c] for c in core), "float", None)
+            temporaries.append(inner)  # alive until emission ends, so its id() is never reused
             position[id(inner)] = position[id(node)]
             last_use[id(inner)] = last_use.get(id(node), 0)
             code = contraction(inner) if core or len(node.inputs) > 1 or term else []
@@ -301,7 +304,8 @@ def emit_numpy(outputs: list[Node], name: str = "graph", updates: list | None = 
         lines.append(f"        # {comment if len(comment) < 150 else comment[:147] + '...'}")
         lines.extend(code)
         if check_numerics and node.kind == "float":
-            lines.append(f"        rt.check_finite(xp, {var[id(node)]}, {formula(node)!r})")
+            lines.append(f"        rt.check_finite(xp, {var[id(node)]}, labels[{len(labels)}])")
+            labels.append(formula(node))
         # Values read for the last time here give their buffers back.
         k = position[id(node)]
         for i in set(map(id, node.inputs)):
@@ -319,12 +323,16 @@ def emit_numpy(outputs: list[Node], name: str = "graph", updates: list | None = 
                 raise GraphError(f"compile: update target {leaf.name!r} is not an input of this function")
             lines.append(f"        {var[id(leaf)]}[...] = {var[id(node)]}  # {safe(leaf.name)} updated")
     # Returned arrays are the caller's: fresh per call, never a planned buffer or a view.
-    results = [var[id(o)] if var[id(o)] in fresh else f"rt.materialize(xp, {var[id(o)]})" for o in outputs]
+    results, returned = [], set()
+    for o in outputs:  # an array returned twice (equal outputs) is copied: outputs never share memory
+        x = var[id(o)]
+        results.append(x if x in fresh and x not in returned else f"rt.materialize(xp, {x})")
+        returned.add(x)
     header = [f"# graphc: {safe(name)} (numpy, planned buffers)"]
     header += [f"#   a{k} = {safe(a.name)} {safe(str(a.shape))}" for k, a in enumerate(args)]
     header += [f"#   {dim_code(d)} = dim {safe(d)}" for d in dims]
     source = "\n".join(header + [
-        "def build(xp, rt, kernels, dtype, dims):",
+        "def build(xp, rt, kernels, dtype, dims, labels):",
         f"    ({''.join(dim_code(d) + ', ' for d in dims)}) = dims",
         f"    ({''.join(f'k{k}, ' for k in range(len(kernels)))}) = kernels",
         *bufs.decls,
@@ -335,4 +343,5 @@ def emit_numpy(outputs: list[Node], name: str = "graph", updates: list | None = 
         "    return run",
         "",
     ])
-    return Program(name, source, args, dims, list(outputs), kernels=kernels, updates=updates, order=order)
+    return Program(name, source, args, dims, list(outputs), kernels=kernels, updates=updates, order=order,
+                   labels=labels)
