@@ -203,6 +203,51 @@ def busy_warning(threshold: float = 0.5) -> str | None:
     return None
 
 
+def _cpu_busy_s() -> float | None:
+    """CPU seconds all processes have spent busy since boot (Linux /proc/stat), or None."""
+    try:
+        with open("/proc/stat") as f:
+            fields = f.readline().split()[1:]
+        user, nice, system, idle, iowait, irq, softirq, steal = (int(v) for v in fields[:8])
+        return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError):
+        return None
+
+
+def _own_cpu_s() -> float:
+    import resource
+
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+class OtherLoad:
+    """How many cores *other* processes kept busy while the block ran (None where /proc is missing).
+
+    CPU time of the whole machine minus this process's own (and ``minus_s``, e.g. a child's),
+    over the wall time; /proc/stat counts in 10 ms ticks, so blocks of ~0.1 s and more only.
+    """
+
+    def __enter__(self):
+        self.t0, self.busy0, self.own0 = time.perf_counter(), _cpu_busy_s(), _own_cpu_s()
+        self.cores = None
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def close(self, minus_s: float = 0.0):
+        wall = time.perf_counter() - self.t0
+        busy = _cpu_busy_s()
+        if busy is not None and self.busy0 is not None and wall > 0:
+            others = (busy - self.busy0) - (_own_cpu_s() - self.own0) - minus_s
+            self.cores = max(0.0, others / wall)
+        return self.cores
+
+
+QUIET_CORES = 0.25  # a round is "quiet" when other processes used less than this many cores
+
+
 def settle(seconds: float = 0.005):
     """Sleep briefly between timed chunks so BLAS/OpenMP/XLA worker threads of the previous
     implementation stop spinning before the next one starts (they share the two cores)."""

@@ -125,10 +125,12 @@ def run_child(name: str, iters: int, dtype: str, seed: int, threads: int) -> dic
     code = (f"import sys; sys.path.insert(0, {str(HERE)!r}); import bench_full_run as b; "
             f"b.child({name!r}, {iters}, {dtype!r}, {seed}, {threads})")
     with tempfile.TemporaryFile(mode="w+") as out:
+        load = C.OtherLoad().__enter__()
         t0 = time.perf_counter()
         proc = subprocess.Popen([sys.executable, "-c", code], stdout=out, stderr=subprocess.STDOUT)
         _, status, usage = os.wait4(proc.pid, 0)  # this child's own rusage, not all children's
         wall = time.perf_counter() - t0
+        load.close(minus_s=usage.ru_utime + usage.ru_stime)
         proc.returncode = os.waitstatus_to_exitcode(status)
         out.seek(0)
         text = out.read()
@@ -137,6 +139,7 @@ def run_child(name: str, iters: int, dtype: str, seed: int, threads: int) -> dic
         raise SystemExit(f"bench_full_run: the {name} run failed (exit {proc.returncode}):\n{text[-3000:]}")
     res = json.loads(lines[-1][len(MARK):])
     res["process_s"] = wall
+    res["other_cores"] = load.cores  # cores other processes kept busy during this run
     # ru_maxrss of this one child (Linux: KiB).  It also counts the pre-exec copy of this parent,
     # so the parent stays small (it never imports torch or jax); vm_hwm_mib is the child's own view.
     res["peak_rss_mib"] = usage.ru_maxrss / 1024
@@ -182,7 +185,9 @@ def main(argv=None):
             res = run_child(name, iters, args.dtype, args.seed, args.threads)
             runs[name].append(res)
             print(f"  repeat {rep + 1} {name:<12} loop {res['loop_s']:7.2f} s  process {res['process_s']:6.2f} s  "
-                  f"peak {res['peak_rss_mib']:6.0f} MiB  test acc {res['test_acc']:.4f}", flush=True)
+                  f"peak {res['peak_rss_mib']:6.0f} MiB  test acc {res['test_acc']:.4f}  "
+                  f"others {res['other_cores'] if res['other_cores'] is not None else float('nan'):.2f} cores",
+                  flush=True)
 
     base = runs["numpy-hand"]
     summary = {}

@@ -122,22 +122,27 @@ def measure_point(batch, width, depth, dtype, args, rng) -> dict:
     rounds = max(3, min(args.rounds, int(args.point_s / max(2 * steps * one, 1e-9))))
     fns = {"graphc": run_graphc, "gemm": run_gemm}
     times = {k: [] for k in fns}
+    others = []
     order = np.random.default_rng(1)
     for _ in range(rounds):
         gc.collect()
-        for name in order.permutation(list(fns)):
-            C.settle()
-            f = fns[name]
-            t0 = time.perf_counter()
-            for k in range(steps):
-                f(k)
-            times[name].append((time.perf_counter() - t0) / steps * 1e6)
+        with C.OtherLoad() as load:
+            for name in order.permutation(list(fns)):
+                C.settle()
+                f = fns[name]
+                t0 = time.perf_counter()
+                for k in range(steps):
+                    f(k)
+                times[name].append((time.perf_counter() - t0) / steps * 1e6)
+        others.append(load.cores)
     tg, tm = C.median(times["graphc"]), C.median(times["gemm"])
+    busy = [c for c in others if c is not None]
     last = float(run_graphc(0))
     return {"batch": batch, "width": width, "depth": depth, "graphc_us": tg, "gemm_us": tm, "gemm_frac": tm / tg,
             "graphc_gflops": gemm.flops / tg / 1e3, "gemm_gflops": gemm.flops / tm / 1e3, "flops": gemm.flops,
             "n_gemms": len(gemm.calls), "rounds": rounds, "steps_per_chunk": steps, "compile_s": compile_s,
-            "loss_first": float(first), "loss_last": last, "samples_us": times}
+            "loss_first": float(first), "loss_last": last, "samples_us": times, "other_cores_per_round": others,
+            "other_cores": C.median(busy) if busy else None}
 
 
 def main(argv=None):
@@ -171,12 +176,13 @@ def main(argv=None):
             r = measure_point(point["batch"], point["width"], point["depth"], dtype, args, rng)
             res.append(r)
             rows.append((v, f"{r['graphc_us']:.1f}", f"{r['gemm_us']:.1f}", f"{r['gemm_frac']:.2f}",
-                         f"{r['graphc_gflops']:.1f}", f"{r['gemm_gflops']:.1f}", r["n_gemms"], f"{r['compile_s']:.2f}"))
+                         f"{r['graphc_gflops']:.1f}", f"{r['gemm_gflops']:.1f}", r["n_gemms"], f"{r['compile_s']:.2f}",
+                         f"{r['other_cores']:.2f}" if r["other_cores"] is not None else "n/a"))
         results[axis] = res
         fixed = ", ".join(f"{k} {v}" for k, v in BASE.items() if k != axis)
         print(f"sweep {axis} ({fixed}; {dtype.name}): median us/step")
         print(C.fmt_table([axis, "graphc us", "GEMMs us", "gemm frac", "graphc GF/s", "GEMM GF/s", "GEMMs",
-                           "compile s"], rows))
+                           "compile s", "others"], rows))
         print()
     total = time.perf_counter() - start
     print(f"total {total:.0f} s")

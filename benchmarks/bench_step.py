@@ -101,36 +101,49 @@ def measure(x, t, dtype, peers, args, log=print) -> dict:
         for impl in impls:
             chunk(impl)
     times = {impl.name: [] for impl in impls}
+    others = []  # cores other processes used during each round
     order_rng = np.random.default_rng(args.seed + 1)
     for _ in range(args.rounds):
         gc.collect()
-        for k in order_rng.permutation(len(impls)):
-            impl = impls[k]
-            C.settle()
-            times[impl.name].append(chunk(impl) * 1e6)
+        with C.OtherLoad() as load:
+            for k in order_rng.permutation(len(impls)):
+                impl = impls[k]
+                C.settle()
+                times[impl.name].append(chunk(impl) * 1e6)
+        others.append(load.cores)
 
     stats = {name: C.quantiles(ts) for name, ts in times.items()}
+    quiet = [k for k, c in enumerate(others) if c is not None and c < C.QUIET_CORES]
+    quiet_med = {name: (C.median([ts[k] for k in quiet]) if len(quiet) >= 3 else None) for name, ts in times.items()}
+    qm = lambda name: f"{quiet_med[name]:.1f}" if quiet_med[name] is not None else "n/a"  # noqa: E731
     base = stats["numpy-hand"]["median"]
     gemm = stats.pop("gemm-only")
     n_other = C.NumpyHand.N_OTHER
     floor = gemm["median"] + OTHER_CALL_US * n_other
     rows = []
     for name, s in stats.items():
-        rows.append((name, f"{s['median']:.1f}", f"{s['p25']:.1f}-{s['p75']:.1f}", f"{s['min']:.1f}",
+        rows.append((name, f"{s['median']:.1f}", f"{s['p25']:.1f}-{s['p75']:.1f}", f"{s['min']:.1f}", qm(name),
                      f"{s['median'] / base:.2f}"))
     rows.append(("5 GEMMs alone (np.matmul)", f"{gemm['median']:.1f}", f"{gemm['p25']:.1f}-{gemm['p75']:.1f}",
-                 f"{gemm['min']:.1f}", f"{gemm['median'] / base:.2f}"))
-    rows.append((f"floor: GEMMs + {n_other} x {OTHER_CALL_US} us", f"{floor:.1f}", "", "", f"{floor / base:.2f}"))
+                 f"{gemm['min']:.1f}", qm("gemm-only"), f"{gemm['median'] / base:.2f}"))
+    rows.append((f"floor: GEMMs + {n_other} x {OTHER_CALL_US} us", f"{floor:.1f}", "", "",
+                 f"{quiet_med['gemm-only'] + OTHER_CALL_US * n_other:.1f}" if quiet_med["gemm-only"] else "n/a",
+                 f"{floor / base:.2f}"))
     hand = next(i for i in impls if i.name == "numpy-hand")
     log(f"{np.dtype(dtype).name}, batch {args.batch}: {args.rounds} rounds x {args.steps} steps, "
         "median us/step (order shuffled each round)")
-    log(C.fmt_table(["impl", "us/step", "p25-p75", "min", "x numpy-hand"], rows))
+    log(C.fmt_table(["impl", "us/step", "p25-p75", "min", "quiet med", "x numpy-hand"], rows))
+    busy = [c for c in others if c is not None]
+    if busy:
+        log(f"other processes used {C.median(busy):.2f} cores (median over rounds); {len(quiet)}/{len(others)} "
+            f"rounds were quiet (< {C.QUIET_CORES} cores): 'quiet med' is the median over those")
     log(f"graphc / floor = {stats['graphc']['median'] / floor:.2f}; numpy-hand GEMM functions: {hand.gemm_choice}")
     log("")
     return {"dtype": np.dtype(dtype).name, "us_per_step": stats, "gemm_only": gemm, "floor_us": floor,
             "floor_other_calls": n_other, "other_call_us": OTHER_CALL_US,
             "ratio_to_numpy_hand": {n: s["median"] / base for n, s in stats.items()},
-            "numpy_hand_gemm_choice": hand.gemm_choice, "samples_us": times}
+            "numpy_hand_gemm_choice": hand.gemm_choice, "samples_us": times, "other_cores_per_round": others,
+            "quiet_rounds": quiet, "quiet_median_us": quiet_med}
 
 
 def main(argv=None):
