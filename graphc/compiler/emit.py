@@ -166,21 +166,28 @@ def emit(outputs: list[Node], name: str = "graph", updates: list | None = None,
         if id(leaf) not in var:
             raise GraphError(f"compile: update target {leaf.name!r} is not an input of this function")
         lines.append(f"        {var[id(leaf)]}[...] = {var[id(node)]}  # {safe(leaf.name)} updated in place")
-    header = [f"# graphc: {safe(name)}"]
-    header += [f"#   {var[id(a)]} = {safe(a.name)} {safe(str(a.shape))}" for a in args]
+    source = assemble(f"{safe(name)}", args, dims, dim_code, len(kernels), [], lines, out_vars)
+    return Program(name, source, args, dims, list(outputs), kernels=kernels, updates=updates, order=order,
+                   labels=labels)
+
+
+def assemble(title: str, args: list, dims: list, dim_code, n_kernels: int, setup: list[str],
+             body: list[str], results: list[str]) -> str:
+    """The source of ``build``: a header naming the arguments, setup once per dims, then ``run``."""
+    header = [f"# graphc: {title}"]
+    header += [f"#   a{k} = {safe(a.name)} {safe(str(a.shape))}" for k, a in enumerate(args)]
     header += [f"#   {dim_code(d)} = dim {safe(d)}" for d in dims]
-    source = "\n".join(header + [
+    return "\n".join(header + [
         "def build(xp, rt, kernels, dtype, dims, labels):",
         f"    ({''.join(dim_code(d) + ', ' for d in dims)}) = dims",
-        f"    ({''.join(f'k{k}, ' for k in range(len(kernels)))}) = kernels",
-        f"    def run({', '.join(var[id(a)] for a in args)}):",
-        *lines,
-        f"        return ({''.join(v + ', ' for v in out_vars)})",
+        f"    ({''.join(f'k{k}, ' for k in range(n_kernels))}) = kernels",
+        *setup,
+        f"    def run({', '.join(f'a{k}' for k in range(len(args)))}):",
+        *body,
+        f"        return ({''.join(r + ', ' for r in results)})",
         "    return run",
         "",
     ])
-    return Program(name, source, args, dims, list(outputs), kernels=kernels, updates=updates, order=order,
-                   labels=labels)
 
 
 def _contraction(node: Node, ins: list[str], kernels: list, dim_code, shape_code) -> str:

@@ -14,7 +14,7 @@ step that runs thousands of times then allocates only its returned arrays.
 
 from __future__ import annotations
 
-from graphc.compiler.emit import Kernel, Program, signature, view
+from graphc.compiler.emit import Kernel, Program, assemble, signature, view
 from graphc.compiler.notation import formula, safe
 from graphc.compiler.ufuncs import Conflict, UfuncLowering
 from graphc.compiler.walk import toposort
@@ -328,20 +328,7 @@ def emit_numpy(outputs: list[Node], name: str = "graph", updates: list | None = 
         x = var[id(o)]
         results.append(x if x in fresh and x not in returned else f"rt.materialize(xp, {x})")
         returned.add(x)
-    header = [f"# graphc: {safe(name)} (numpy, planned buffers)"]
-    header += [f"#   a{k} = {safe(a.name)} {safe(str(a.shape))}" for k, a in enumerate(args)]
-    header += [f"#   {dim_code(d)} = dim {safe(d)}" for d in dims]
-    source = "\n".join(header + [
-        "def build(xp, rt, kernels, dtype, dims, labels):",
-        f"    ({''.join(dim_code(d) + ', ' for d in dims)}) = dims",
-        f"    ({''.join(f'k{k}, ' for k in range(len(kernels)))}) = kernels",
-        *bufs.decls,
-        *consts,
-        f"    def run({', '.join(var[id(a)] for a in args)}):",
-        *lines,
-        f"        return ({''.join(r + ', ' for r in results)})",
-        "    return run",
-        "",
-    ])
+    source = assemble(f"{safe(name)} (numpy, planned buffers)", args, dims, dim_code, len(kernels),
+                      bufs.decls + consts, lines, results)
     return Program(name, source, args, dims, list(outputs), kernels=kernels, updates=updates, order=order,
                    labels=labels)
