@@ -192,24 +192,37 @@ def main(argv=None):
     base = runs["numpy-hand"]
     summary = {}
     rows = []
+
+    def quiet(r):
+        return r.get("other_cores") is not None and r["other_cores"] < C.QUIET_CORES
+
     for name in names:
         rs = runs[name]
         ratio = C.median([r["loop_s"] / b["loop_s"] for r, b in zip(rs, base)])
+        q_loop = [r["loop_s"] for r in rs if quiet(r)]
+        q_ratio = [r["loop_s"] / b["loop_s"] for r, b in zip(rs, base) if quiet(r) and quiet(b)]
         s = {"loop_s": C.median([r["loop_s"] for r in rs]), "ratio_to_numpy_hand": ratio,
+             "quiet_runs": len(q_loop), "quiet_loop_s": C.median(q_loop) if q_loop else None,
+             "quiet_pairs": len(q_ratio), "quiet_ratio_to_numpy_hand": C.median(q_ratio) if q_ratio else None,
              "process_s": C.median([r["process_s"] for r in rs]),
              "peak_rss_mib": C.median([r["peak_rss_mib"] for r in rs]),
              "rss_after_mib": C.median([r.get("vm_rss_after_mib", float("nan")) for r in rs]),
              "train_acc": rs[-1]["train_acc"], "test_acc": rs[-1]["test_acc"], "final_loss": rs[-1]["final_loss"]}
         summary[name] = s
-        rows.append((name, f"{s['loop_s']:.2f}", f"{ratio:.2f}", f"{s['process_s']:.2f}", f"{s['peak_rss_mib']:.0f}",
+        rows.append((name, f"{s['loop_s']:.2f}", f"{ratio:.2f}",
+                     f"{s['quiet_loop_s']:.2f} ({len(q_loop)})" if q_loop else "n/a",
+                     f"{s['quiet_ratio_to_numpy_hand']:.2f} ({len(q_ratio)})" if q_ratio else "n/a",
+                     f"{s['process_s']:.2f}", f"{s['peak_rss_mib']:.0f}",
                      f"{s['rss_after_mib']:.0f}", f"{s['train_acc']:.4f}", f"{s['test_acc']:.4f}",
                      f"{s['final_loss']:.4f}"))
-    rows.append(("load-only (baseline)", "", "", f"{baseline['process_s']:.2f}", f"{baseline['peak_rss_mib']:.0f}",
+    rows.append(("load-only (baseline)", "", "", "", "", f"{baseline['process_s']:.2f}", f"{baseline['peak_rss_mib']:.0f}",
                  f"{baseline.get('vm_rss_after_mib', float('nan')):.0f}", "", "", ""))
     print()
     print(f"MNIST two-layer, {iters} steps + accuracy every 600, {args.dtype}: medians of {repeats} run(s)")
-    print(C.fmt_table(["impl", "loop s", "x numpy-hand", "process s", "peak MiB", "after MiB", "train acc",
-                       "test acc", "last loss"], rows))
+    print(C.fmt_table(["impl", "loop s", "x numpy-hand", "quiet loop s", "quiet x", "process s", "peak MiB",
+                       "after MiB", "train acc", "test acc", "last loss"], rows))
+    print(f"quiet: runs during which other processes used < {C.QUIET_CORES} cores (count in parentheses; "
+          "'quiet x' pairs only runs that were both quiet)")
     record = {"benchmark": "bench_full_run", "args": vars(args), "iters": iters, "repeats": repeats,
               "busy_warning": warning, "environment": {**C.environment(), **versions, "threads": args.threads},
               "summary": summary, "runs": runs, "load_only": baseline, "loadavg_end": os.getloadavg()}

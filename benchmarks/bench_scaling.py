@@ -15,7 +15,7 @@ dz·Wᵀ for every layer but the first), np.matmul into preallocated outputs.
 
   gemm frac = t_gemm_only / t_graphc   (1.0 = graphc costs no more than its GEMMs)
 
-    python benchmarks/bench_scaling.py            # about 2-4 minutes
+    python benchmarks/bench_scaling.py            # about 30 s on an idle machine
     python benchmarks/bench_scaling.py --quick
 """
 
