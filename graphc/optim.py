@@ -33,6 +33,13 @@ class Optimizer:
     slots: ClassVar[tuple] = ()
     scalars: ClassVar[tuple] = ()  # names of per-step scalar inputs, filled by ``scalar_values``
 
+    @property
+    def grad_scale(self) -> float:
+        """The factor the backward pass is seeded with.  The backward pass is linear in its
+        seed, so an update that only ever uses ``lr·g`` gets it for free: the constant folds
+        into the first gradient expression (``da = lr·(y - t)/N``), not one pass per parameter."""
+        return 1.0
+
     def update(self, p: Node, g: Node, state: Sequence[Node], scalars: Sequence[Node]) -> list[Node]:
         """New values: [param, *state], as nodes of ``p``'s shape."""
         raise NotImplementedError
@@ -48,27 +55,34 @@ def _apply(fn: ElementwiseFn, nodes: Sequence[Node], like: Node) -> Node:
 
 @dataclass
 class SGD(Optimizer):
-    """``p ← p - lr·g`` (the seed's update)."""
+    """``p ← p - lr·g`` (the seed's update); ``g`` arrives already scaled by lr (grad_scale)."""
 
     lr: float = 0.1
 
+    @property
+    def grad_scale(self) -> float:
+        return self.lr
+
     def update(self, p, g, state, scalars):
-        lr = self.lr
-        return [_apply(_rule(f"sgd(lr={lr})", 2, lambda p, g: p - lr * g), [p, g], p)]
+        return [_apply(_rule("sgd", 2, lambda p, g: p - g), [p, g], p)]
 
 
 @dataclass
 class Momentum(Optimizer):
-    """``v ← μ·v - lr·g;  p ← p + v``."""
+    """``v ← μ·v - lr·g;  p ← p + v``; ``g`` arrives already scaled by lr (grad_scale)."""
 
     lr: float = 0.1
     momentum: float = 0.9
     slots: ClassVar[tuple] = ("velocity",)
 
+    @property
+    def grad_scale(self) -> float:
+        return self.lr
+
     def update(self, p, g, state, scalars):
-        lr, mu = self.lr, self.momentum
+        mu = self.momentum
         (v,) = state
-        v_new = _apply(_rule("momentum_v", 2, lambda v, g: mu * v - lr * g), [v, g], p)
+        v_new = _apply(_rule("momentum_v", 2, lambda v, g: mu * v - g), [v, g], p)
         p_new = _apply(_rule("momentum_p", 2, lambda p, v: p + v), [p, v_new], p)
         return [p_new, v_new]
 
@@ -133,8 +147,9 @@ class TrainStep:
         bad = [name for name, n in zip(self.params, nodes) if n is None or n.op.kind_name != "param"]
         if bad:
             raise GraphError(f"TrainStep: {bad} are not params of graph {graph.name!r}; params: {[p.name for p in graph.params]}")
-        grads = grad(self.loss, nodes)
         opt = self.optimizer
+        scale = opt.grad_scale
+        grads = grad(self.loss, nodes, seed=None if scale == 1.0 else graph.constant(scale))
         scalar_nodes = [self._leaf(graph, f"__{s}__", ()) for s in opt.scalars]
         updates = {}
         for node, g in zip(nodes, grads):

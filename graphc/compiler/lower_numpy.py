@@ -138,6 +138,7 @@ def emit_numpy(outputs: list[Node], name: str = "graph", updates: list | None = 
             if isinstance(i.op, Constant):
                 atoms[s] = repr(i.op.value)
         lent: list[str] = []
+        scalars = [s for s, i in zip(op.fn.symbols, node.inputs) if i.ndim == 0]
 
         def scratch(kind):
             buf = bufs.take(node.shape, kind)
@@ -148,7 +149,7 @@ def emit_numpy(outputs: list[Node], name: str = "graph", updates: list | None = 
             bufs.give_back(buf)
 
         try:
-            return ["        " + line for line in UfuncLowering(atoms, scratch, release, alias, kind).lower(op.fn.expr, dest)]
+            return ["        " + line for line in UfuncLowering(atoms, scratch, release, alias, kind, scalars).lower(op.fn.expr, dest)]
         finally:
             for buf in lent:
                 if buf not in sum(bufs.free.values(), []):

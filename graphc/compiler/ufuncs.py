@@ -40,8 +40,9 @@ class UfuncLowering:
     and ``release(name)`` returns it; ``alias`` is the symbol whose operand *is* ``dest``.
     """
 
-    def __init__(self, atoms: dict, scratch, release, alias=None, dest_kind: str = "float"):
+    def __init__(self, atoms: dict, scratch, release, alias=None, dest_kind: str = "float", scalars=()):
         self.dest_kind = dest_kind
+        self.scalars = set(scalars)  # symbols whose operands are 0-d: folded as Python scalars
         self.atoms = atoms
         self.scratch = scratch
         self.release = release
@@ -166,7 +167,11 @@ class UfuncLowering:
         for t in neg:
             self._emit(f"xp.{inverse_op}({dest}, {self._operand(t, temps)}, out={dest})", dest)
 
+    def _is_scalar(self, f) -> bool:
+        return bool(f.is_number) or (f in self.atoms and f in self.scalars)
+
     def _mul(self, e, dest: str, temps: list) -> None:
+        """Products and quotients; all scalar factors (numbers, dims, 0-d inputs) fold into one multiply."""
         sp = _sympy()
         num, den = [], []
         for f in e.args:
@@ -174,29 +179,44 @@ class UfuncLowering:
                 den.append(f.base ** (-f.exp))
             elif f.is_Rational and not f.is_Integer:
                 num.append(sp.Integer(f.p))
-                if f.q != 1:
-                    den.append(sp.Integer(f.q))
+                den.append(sp.Integer(f.q))
             else:
                 num.append(f)
-        num = [f for f in num if f != 1]
-        if num == [-1] and not den:
-            self._emit(f"xp.copyto({dest}, -1)", dest)
+        arrays = [f for f in num if not self._is_scalar(f)]
+        array_den = [f for f in den if not self._is_scalar(f)]
+        scalar_num = [self._literal(f) for f in num if self._is_scalar(f) and f != 1]
+        scalar_den = [self._literal(f) for f in den if self._is_scalar(f)]
+        scale = None
+        if scalar_num or scalar_den:
+            scale = "*".join(scalar_num) or "1"
+            if scalar_den:
+                scale = f"({scale})/({'*'.join(scalar_den)})"
+        if not arrays:
+            if array_den:
+                first = self._operand(array_den.pop(0), temps)
+                self._emit(f"xp.divide({scale or 1}, {first}, out={dest})", dest)
+                for f in array_den:
+                    self._emit(f"xp.divide({dest}, {self._operand(f, temps)}, out={dest})", dest)
+            else:
+                self._emit(f"xp.copyto({dest}, {scale or 1})", dest)
             return
-        num.sort(key=lambda f: (f != self.alias, f.is_number or f in self.atoms))  # compute into dest first
-        if not num:
-            num = [sp.Integer(1)]
-        codes = [self._operand(num[0], temps, into=dest)] + [self._operand(f, temps) for f in num[1:2]]
-        if len(codes) == 1:
-            if den:
-                self._emit(f"xp.divide({codes[0]}, {self._operand(den.pop(0), temps)}, out={dest})", dest)
-            elif codes[0] != dest:
-                self._emit(f"xp.copyto({dest}, {codes[0]})", dest)
-        else:
+        arrays.sort(key=lambda f: (f != self.alias, f in self.atoms))  # compute into dest first
+        codes = [self._operand(arrays[0], temps, into=dest)] + [self._operand(f, temps) for f in arrays[1:2]]
+        if len(codes) == 2:
             self._emit(f"xp.multiply({codes[0]}, {codes[1]}, out={dest})", dest)
-        for f in num[2:]:
+        elif scale is not None:
+            self._emit(f"xp.multiply({codes[0]}, {scale}, out={dest})", dest)
+            scale = None
+        elif array_den:
+            self._emit(f"xp.divide({codes[0]}, {self._operand(array_den.pop(0), temps)}, out={dest})", dest)
+        elif codes[0] != dest:
+            self._emit(f"xp.copyto({dest}, {codes[0]})", dest)
+        for f in arrays[2:]:
             self._emit(f"xp.multiply({dest}, {self._operand(f, temps)}, out={dest})", dest)
-        for f in den:
+        for f in array_den:
             self._emit(f"xp.divide({dest}, {self._operand(f, temps)}, out={dest})", dest)
+        if scale is not None:
+            self._emit(f"xp.multiply({dest}, {scale}, out={dest})", dest)
 
     def _pow(self, e, dest: str, temps: list) -> None:
         sp = _sympy()
