@@ -1,0 +1,721 @@
+"""Saving and loading graphs (versioned JSON) and arrays (``.npz``), safely and atomically.
+
+Graph files
+-----------
+``save_graph(outputs, path)`` writes every leaf of the outputs' graph and every node
+the outputs depend on, inputs before users; ``load_graph(path)`` rebuilds a new
+:class:`~graphc.ops.node.Graph` and returns ``(graph, outputs)``.  Format, version 1::
+
+    {"format": "graphc-graph", "version": 1, "graph": "<graph name>",
+     "leaves":  [{"id": 0, "name": "x", "op": "input" | "param", "shape": ["n", 784], "kind": "float"}, ...],
+     "nodes":   [{"id": 6, "op": "einsum", "inputs": [0, 2], "shape": ["n", 50], "kind": "float",
+                  "name": "matmul6", "auto_name": true, "derived": true, "origin": [5, 1], ...op fields}, ...],
+     "outputs": [11, 22]}
+
+A dim is an int (0 .. 2**40) or a dim name (a non-empty printable string); a shape has at
+most 32 dims.  ``inputs`` and ``outputs`` name ids defined *earlier* in the file (leaves
+first), so a file cannot describe a cycle.  ``auto_name`` (the name was generated),
+``derived`` (made by ``grad``, for explain) and ``origin`` ([forward node id, operand],
+for ``explain(steps=True)``) are optional.  Op fields by ``op``:
+
+==========================  =============================================================
+``constant``                ``value``: a finite number
+``zeros``, ``delta``        none (the shape says it all; a delta's shape is ``[d, d]``)
+``dim_size``                ``dim``: the dim name
+``einsum``                  ``spec``: ``"ij,jk->ik"`` (output letters found in no input
+                            broadcast; their dims come from ``shape``); ``label``: how the
+                            user wrote it (``matmul``, ``sum``, ...)
+``elementwise``             ``fn``: the function's name; ``symbols``: its argument symbols;
+                            ``expr``: the expression; ``in_indices``; ``out_indices``
+``softmax``, ``log_softmax``, ``argmax``   none
+``softmax_cross_entropy``   ``integer_labels``: bool
+``one_hot``                 ``classes``: a dim
+==========================  =============================================================
+
+An expression is a JSON tree, never code: ``["Symbol", "x0", {"real": true}]`` (in
+``symbols``; inside ``expr`` a symbol is ``["Symbol", "x0"]``, one of ``symbols``),
+``["Integer", 3]``, ``["Rational", 1, 2]``, ``["Float", "0.5", 53]`` (decimal text, bits of
+precision), constants such as ``["Pi"]``, ``["BooleanTrue"]``, ``["Piecewise", [[value,
+cond], ...]]`` and ``[class, arg, ...]`` for the classes in :data:`SYMPY_FUNCTIONS`.
+Loading rebuilds it with those sympy constructors and ``evaluate=False`` (no arithmetic on
+untrusted numbers); nothing is ``eval``-ed or ``sympify``-ed from text.  A Piecewise inside
+a condition is refused (sympy folds those in exponential time; sympy never leaves one there).
+
+Everything is checked; the ops re-check shapes.  Any problem raises
+:class:`~graphc.errors.SerializationError` naming the node.  Limits: files of at most
+``MAX_BYTES`` (64 MiB), dims up to 2**40, 32 axes, expressions 200 levels deep, integers
+up to 2**64.  A custom elementwise function keeps its expression but not its
+``inverse``/``derivatives`` hints (graphc's built-in functions are restored by name).
+
+Array files
+-----------
+``save_arrays(path, {"W1": ..., ...}, meta={...})`` writes an ``.npz`` archive (meta as
+JSON in the string entry ``"__meta__"``); ``load_arrays(path)`` reads it back without
+ever unpickling.  Both savers replace their target atomically via :func:`atomic_write`.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import os
+import re
+import secrets
+import stat
+import zipfile
+from typing import Any, Callable
+
+import numpy as np
+
+from graphc.errors import GraphcError, GraphError, SerializationError, ShapeError
+from graphc.ops import elementwise as ew
+from graphc.ops import nn
+from graphc.ops.contraction import LETTERS, Contraction, Spec, bind_letters
+from graphc.ops.leaves import Constant, Delta, DimSize, Input, Param, Zeros, constant
+from graphc.ops.node import KINDS, Graph, Node
+
+FORMAT, VERSION = "graphc-graph", 1
+MAX_BYTES = 64 << 20  # a graph file larger than this is refused unread
+MAX_DIM, MAX_RANK, MAX_EXPR_DEPTH, MAX_INT = 2**40, 32, 200, 2**64
+META_KEY = "__meta__"
+
+
+def _sp():
+    return ew._sympy()
+
+
+# -- atomic replacement ------------------------------------------------------------------
+def atomic_write(path, write_fn: Callable[[Any], None]) -> None:
+    """Call ``write_fn(binary_file)`` on a temp file next to ``path``, then swap it in.
+
+    The temp file is flushed and fsync-ed, ``os.replace``-d onto ``path`` (atomic), and the
+    directory fsync-ed (best effort), so readers see the old file or the new one, never a
+    torn one.  If ``write_fn`` raises, the temp file is removed and ``path`` is untouched.
+    """
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    while True:
+        tmp = os.path.join(folder, f".{os.path.basename(path)}.{secrets.token_hex(6)}.tmp")
+        try:
+            fd = os.open(tmp, flags, 0o666)  # the umask applies, as for an ordinary file
+            break
+        except FileExistsError:  # pragma: no cover - a 48-bit name collision
+            continue
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write_fn(f)
+            f.flush()
+            os.fsync(f.fileno())
+        try:
+            os.chmod(tmp, stat.S_IMODE(os.stat(path).st_mode))  # keep the old file's permissions
+        except OSError:
+            pass
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    try:  # make the rename itself durable; not possible everywhere (Windows)
+        dir_fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    except OSError:
+        pass
+
+
+# -- sympy expressions as JSON trees ---------------------------------------------------------
+#: The sympy classes an expression may use, besides numbers, symbols, constants and Piecewise.
+SYMPY_FUNCTIONS = ("Add Mul Pow exp log sin cos tan asin acos atan sinh cosh tanh asinh acosh atanh Abs sign "
+                   "floor ceiling Max Min Heaviside erf StrictGreaterThan StrictLessThan GreaterThan LessThan "
+                   "Equality Unequality And Or Not Xor ITE").split()
+
+
+@functools.lru_cache(maxsize=None)
+def _function_table() -> dict:
+    return {n: getattr(_sp(), n) for n in SYMPY_FUNCTIONS}
+
+
+@functools.lru_cache(maxsize=None)
+def _atom_table() -> dict:
+    S = _sp().S
+    return {"Pi": S.Pi, "Exp1": S.Exp1, "Infinity": S.Infinity, "NegativeInfinity": S.NegativeInfinity,
+            "NaN": S.NaN, "ComplexInfinity": S.ComplexInfinity,
+            "ImaginaryUnit": S.ImaginaryUnit, "BooleanTrue": S.true, "BooleanFalse": S.false}
+
+
+def expr_to_json(expr, declared=()) -> list:
+    """A sympy expression as a nested JSON list; symbols in ``declared`` are written by name only."""
+    sp = _sp()
+    if isinstance(expr, sp.Symbol):
+        if expr in declared:
+            return ["Symbol", expr.name]
+        given = getattr(expr, "_assumptions_orig", None)
+        given = expr.assumptions0 if given is None else given
+        return ["Symbol", expr.name, {k: bool(v) for k, v in sorted(given.items()) if v is not None}]
+    if isinstance(expr, sp.Integer):
+        return ["Integer", int(expr)]
+    if isinstance(expr, sp.Rational):
+        return ["Rational", int(expr.p), int(expr.q)]
+    if isinstance(expr, sp.Float):
+        from mpmath import libmp
+
+        return ["Float", libmp.to_str(expr._mpf_, libmp.repr_dps(expr._prec)), int(expr._prec)]
+    name = type(expr).__name__
+    if _atom_table().get(name) is expr:
+        return [name]
+    if isinstance(expr, sp.Piecewise):
+        return ["Piecewise", [[expr_to_json(v, declared), expr_to_json(c, declared)] for v, c in expr.args]]
+    if _function_table().get(name) is type(expr):
+        return [name, *(expr_to_json(a, declared) for a in expr.args)]
+    raise SerializationError(f"cannot save sympy {name} ({_short(expr)}): not a class graph files support "
+                             "(numbers, symbols, constants, Piecewise and serialize.SYMPY_FUNCTIONS)")
+
+
+_FLOAT_TEXT = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+
+
+def _int(v, what: str) -> int:
+    if isinstance(v, bool) or not isinstance(v, int) or abs(v) > MAX_INT:
+        raise SerializationError(f"{what} must be an integer of at most 2**64 in size, got {_short(v)}")
+    return v
+
+
+def expr_from_json(tree, declared: dict | None = None, depth: int = 0):
+    """Rebuild an expression from :func:`expr_to_json`'s tree, with whitelisted constructors only.
+
+    ``declared`` maps names to the symbols that ``["Symbol", name]`` may refer to.
+    """
+    sp = _sp()
+    if depth > MAX_EXPR_DEPTH:
+        raise SerializationError(f"expression nested deeper than {MAX_EXPR_DEPTH} levels")
+    if not isinstance(tree, list) or not tree or not isinstance(tree[0], str):
+        raise SerializationError(f"an expression must be a list [class, args...], got {_short(tree)}")
+    name, args = tree[0], tree[1:]
+    arity = {"Symbol": (1, 2), "Integer": (1,), "Rational": (2,), "Float": (2,), "Piecewise": (1,)}.get(name)
+    if arity is None and not (name in _atom_table() or name in _function_table()):
+        raise SerializationError(f"unknown or unsupported sympy class {name!r} in expression {_short(tree)}; "
+                                 f"allowed: Symbol, Integer, Rational, Float, Piecewise, "
+                                 f"{', '.join(SYMPY_FUNCTIONS)}, {', '.join(_atom_table())}")
+    if arity is not None and len(args) not in arity:
+        raise SerializationError(f"{name} takes {' or '.join(map(str, arity))} field(s): {_short(tree)}")
+    if name == "Symbol":
+        if len(args) == 1:
+            if not isinstance(args[0], str) or args[0] not in (declared or {}):
+                raise SerializationError(f"expression uses undeclared symbol {_short(args[0])}")
+            return declared[args[0]]
+        from sympy.core.assumptions import _assume_defined
+
+        sym, given = args
+        if not isinstance(sym, str) or not sym or len(sym) > 100 or not isinstance(given, dict) \
+                or any(k not in _assume_defined or not isinstance(v, bool) for k, v in given.items()):
+            raise SerializationError(f"bad symbol {_short(tree)}: expected ['Symbol', name, {{assumption: bool}}]")
+        return _construct(lambda: sp.Symbol(sym, **given), tree)
+    if name == "Integer":
+        return sp.Integer(_int(args[0], "an Integer"))
+    if name == "Rational":
+        p, q = _int(args[0], "a Rational's numerator"), _int(args[1], "a Rational's denominator")
+        if q <= 0:
+            raise SerializationError(f"a Rational's denominator must be positive, got {q}")
+        return sp.Rational(p, q)
+    if name == "Float":
+        text, prec = args
+        if not isinstance(text, str) or len(text) > 1000 or not _FLOAT_TEXT.fullmatch(text) \
+                or isinstance(prec, bool) or not isinstance(prec, int) or not 1 <= prec <= 4096:
+            raise SerializationError(f"bad Float {_short(tree)}: expected ['Float', decimal text, precision bits]")
+        return sp.Float(text, precision=prec)
+    if name in _atom_table():
+        if args:
+            raise SerializationError(f"{name} takes no arguments: {_short(tree)}")
+        return _atom_table()[name]
+    if name == "Piecewise":
+        pairs = args[0]
+        if not isinstance(pairs, list) or not pairs or not all(isinstance(p, list) and len(p) == 2 for p in pairs):
+            raise SerializationError(f"bad Piecewise {_short(tree)}: expected ['Piecewise', [[value, cond], ...]]")
+        built = [tuple(expr_from_json(x, declared, depth + 1) for x in pair) for pair in pairs]
+        if any(cond.has(sp.Piecewise) for _, cond in built):  # sympy would fold it: exponential time
+            raise SerializationError(f"a Piecewise condition may not contain a Piecewise: {_short(tree)}")
+        return _construct(lambda: sp.Piecewise(*built, evaluate=False), tree)
+    built = [expr_from_json(a, declared, depth + 1) for a in args]
+    return _construct(lambda: _function_table()[name](*built, evaluate=False), tree)
+
+
+def _construct(make: Callable, tree):
+    try:
+        return make()
+    except Exception as e:  # sympy's own argument checks: wrong arity, bad types, contradictions
+        raise SerializationError(f"invalid expression {_short(tree)}: {type(e).__name__}: {e}") from None
+
+
+def _short(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 120 else text[:117] + "..."
+
+
+# -- graphs: saving ---------------------------------------------------------------------------
+def _outputs(outputs) -> list:
+    outs = [outputs] if isinstance(outputs, Node) else list(outputs)
+    if not outs or not all(isinstance(o, Node) for o in outs):
+        raise SerializationError(f"expected a graph node or a non-empty list of nodes, got {_short(outputs)}")
+    if any(o.graph is not outs[0].graph for o in outs):
+        raise SerializationError("the outputs belong to different graphs; a graph file holds one graph")
+    return outs
+
+
+def _op_fields(node: Node) -> dict:
+    """The file's ``op`` and op fields for ``node`` (exact types: a subclass may mean something else)."""
+    op, t = node.op, type(node.op)
+    if t is Constant:
+        return {"op": "constant", "value": op.value}
+    if t is DimSize:
+        return {"op": "dim_size", "dim": op.dim}
+    if t is Contraction:
+        return {"op": "einsum", "spec": str(op.spec), "label": op.kind_name}
+    if t is ew.Elementwise:
+        fn = op.fn
+        return {"op": "elementwise", "fn": fn.name, "symbols": [expr_to_json(s) for s in fn.symbols],
+                "expr": expr_to_json(fn.expr, declared=fn.symbols), "in_indices": list(op.in_indices),
+                "out_indices": op.out_indices}
+    if t is nn.SoftmaxCrossEntropy:
+        return {"op": "softmax_cross_entropy", "integer_labels": bool(op.integer_labels)}
+    if t is nn.OneHot:
+        return {"op": "one_hot", "classes": op.classes}
+    plain = {Zeros: "zeros", Delta: "delta", nn.Softmax: "softmax", nn.LogSoftmax: "log_softmax", nn.Argmax: "argmax"}
+    if t in plain:
+        return {"op": plain[t]}
+    raise SerializationError(f"cannot save node {node.name!r}: op {t.__name__} has no file format")
+
+
+def graph_to_dict(outputs, *, name: str | None = None) -> dict:
+    """The JSON-ready dict of the module docstring: all leaves, then the outputs' nodes in topological order."""
+    from graphc.compiler.walk import toposort
+
+    outs = _outputs(outputs)
+    graph = outs[0].graph
+    leaves = list(graph.leaves.values())
+    leaf_ids = {id(leaf) for leaf in leaves}
+    order = [n for n in toposort(outs) if id(n) not in leaf_ids]
+    ids = {id(n): k for k, n in enumerate(leaves + order)}
+    leaf_entries = [{"id": ids[id(n)], "name": n.name, "op": "param" if type(n.op) is Param else "input",
+                     "shape": list(_shape(list(n.shape), f"leaf {n.name!r}")), "kind": n.kind} for n in leaves]
+    entries = []
+    for node in order:
+        if type(node.op) in (Input, Param):
+            raise SerializationError(f"cannot save {node.name!r}: it is not a leaf registered in graph {graph.name!r}")
+        fields = _op_fields(node)
+        entry = {"id": ids[id(node)], "op": fields.pop("op"), "inputs": [ids[id(i)] for i in node.inputs], **fields,
+                 "shape": list(_shape(list(node.shape), f"node {node.name!r}")), "kind": node.kind, "name": node.name}
+        if node.auto_named:
+            entry["auto_name"] = True
+        if graph.is_derived(node):
+            entry["derived"] = True
+        if node.origin is not None and id(node.origin[0]) in ids:
+            entry["origin"] = [ids[id(node.origin[0])], node.origin[1]]
+        entries.append(entry)
+    return {"format": FORMAT, "version": VERSION, "graph": graph.name if name is None else name,
+            "leaves": leaf_entries, "nodes": entries, "outputs": [ids[id(o)] for o in outs]}
+
+
+def _dumps(d: dict) -> str:
+    """JSON with one leaf or node per line: diffable, and readable without a viewer."""
+    def one(v):
+        return json.dumps(v, ensure_ascii=False, allow_nan=False)
+
+    lines = [one({k: d[k] for k in ("format", "version", "graph")})[:-1] + ","]
+    for key in ("leaves", "nodes"):
+        lines.append(f' "{key}": [' + ",".join(f"\n  {one(e)}" for e in d[key]) + "\n ],")
+    lines.append(f' "outputs": {one(d["outputs"])}\n}}\n')
+    return "\n".join(lines)
+
+
+def save_graph(outputs, path_or_file, *, name: str | None = None) -> None:
+    """Save the graph computing ``outputs`` (a node or a list) to a path (atomically) or an open file."""
+    text = _dumps(graph_to_dict(outputs, name=name))
+    if hasattr(path_or_file, "write"):
+        try:
+            path_or_file.write(text)
+        except TypeError:  # a binary file
+            path_or_file.write(text.encode("utf-8"))
+    else:
+        atomic_write(path_or_file, lambda f: f.write(text.encode("utf-8")))
+
+
+# -- graphs: loading ---------------------------------------------------------------------------
+def _keys(d, required: set, optional: set, where: str) -> dict:
+    if not isinstance(d, dict):
+        raise SerializationError(f"{where}: expected a JSON object, got {_short(d)}")
+    missing, unknown = sorted(required - d.keys()), sorted(d.keys() - required - optional)
+    if missing:
+        raise SerializationError(f"{where}: missing field(s) {', '.join(map(repr, missing))}")
+    if unknown:
+        raise SerializationError(f"{where}: unknown field(s) {', '.join(map(repr, unknown))}")
+    return d
+
+
+def _list(v, what: str) -> list:
+    if not isinstance(v, list):
+        raise SerializationError(f"{what} must be a JSON list, got {_short(v)}")
+    return v
+
+
+def _str(v, what: str) -> str:
+    if not isinstance(v, str) or not v:
+        raise SerializationError(f"{what} must be a non-empty string, got {_short(v)}")
+    return v
+
+
+def _dim(d, where: str):
+    if isinstance(d, str) and d and d.isprintable() and len(d) <= 256:
+        return d
+    if isinstance(d, bool) or not isinstance(d, int) or not 0 <= d <= MAX_DIM:
+        raise SerializationError(f"{where}: dim {_short(d)} must be an int in 0..2**40 or a printable dim name")
+    return d
+
+
+def _shape(v, where: str) -> tuple:
+    dims = _list(v, f"{where}: shape")
+    if len(dims) > MAX_RANK:
+        raise SerializationError(f"{where}: shape has {len(dims)} axes; at most {MAX_RANK} are allowed")
+    return tuple(_dim(d, where) for d in dims)
+
+
+def _ref(i, built: dict, where: str) -> Node:
+    if isinstance(i, bool) or not isinstance(i, int) or i not in built:
+        raise SerializationError(f"{where}: id {_short(i)} refers to no node defined before it "
+                                 "(inputs must come earlier in the file, so cycles are impossible)")
+    return built[i]
+
+
+def _letters(v, what: str) -> str:
+    if not isinstance(v, str) or any(c not in LETTERS for c in v) or len(set(v)) != len(v):
+        raise SerializationError(f"{what} must be distinct index letters, got {_short(v)}")
+    return v
+
+
+@functools.lru_cache(maxsize=None)
+def _builtin_fns() -> dict:
+    """graphc's own elementwise functions by name: loading restores them with their inverse/derivative hints."""
+    return {v.name: v for mod in (ew, nn) for v in vars(mod).values() if isinstance(v, ew.ElementwiseFn)}
+
+
+def _build_elementwise(graph, e, inputs, shape, name):
+    sp, fname = _sp(), _str(e["fn"], "fn")
+    symbols = tuple(expr_from_json(s) for s in _list(e["symbols"], "symbols"))
+    if not all(isinstance(s, sp.Symbol) for s in symbols) or len({s.name for s in symbols}) != len(symbols):
+        raise SerializationError(f"symbols must be distinct Symbols, got {_short(e['symbols'])}")
+    ins = [_letters(i, "each of in_indices") for i in _list(e["in_indices"], "in_indices")]
+    out = _letters(e["out_indices"], "out_indices")
+    if not len(symbols) == len(ins) == len(inputs):
+        raise SerializationError(f"{len(inputs)} input(s) but {len(symbols)} symbols and {len(ins)} in_indices")
+    if len(out) != len(shape):
+        raise SerializationError(f"out_indices {out!r} do not fit the shape {list(shape)}")
+    dims = dict(zip(out, shape))
+    for k, (idx, node) in enumerate(zip(ins, inputs)):
+        want = tuple(dims.get(c) for c in idx)
+        if None in want or node.shape != want:
+            raise ShapeError(f"{fname!r}: operand {k} ({node.name!r}) has shape {list(node.shape)}, which "
+                             f"indices {idx!r} of output {out!r} {list(shape)} do not describe")
+    expr = expr_from_json(e["expr"], {s.name: s for s in symbols})
+    fn = _builtin_fns().get(fname)
+    if fn is None or fn.symbols != symbols or fn.expr != expr:
+        fn = ew.ElementwiseFn.from_expr(fname, symbols, expr)
+    kind = "bool" if isinstance(fn.expr, sp.logic.boolalg.Boolean) else "float"  # .expr checks its symbols
+    return Node(graph, ew.Elementwise(fn, ins, out), inputs, shape, kind, name)
+
+
+def _build_einsum(graph, e, inputs, shape, name):
+    text, label = _str(e["spec"], "spec"), _str(e["label"], "label")
+    lhs, arrow, out = text.partition("->")
+    terms = tuple(lhs.split(","))
+    if not arrow or len(terms) != len(inputs) or any(c not in LETTERS for c in lhs.replace(",", "") + out) \
+            or len(set(out)) != len(out) or len(out) != len(shape) or not label.isidentifier():
+        raise SerializationError(f"einsum spec {text!r} (label {label!r}) is not an explicit spec over letters for "
+                                 f"{len(inputs)} operand(s) with distinct output letters matching shape {list(shape)}")
+    spec = Spec(terms, out)
+    for node in inputs:
+        if node.kind != "float":
+            raise GraphError(f"{label} '{spec}': operand {node.name!r} holds {node.kind} values")
+    sizes = bind_letters(spec, inputs, f"{label} '{spec}'")  # the op's own rank and dim checks
+    for c, d in zip(out, shape):
+        if sizes.get(c, d) != d:
+            raise ShapeError(f"{label} '{spec}': output index {c!r} is {sizes[c]!r} in the operands "
+                             f"but {d!r} in the shape")
+    return Node(graph, Contraction(spec, label), inputs, shape, "float", name)
+
+
+def _build_constant(graph, e, inputs, shape, name):
+    v = e["value"]
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+        raise SerializationError(f"value must be a finite number, got {_short(v)}")
+    return constant(graph, v).rename(name)
+
+
+def _build_delta(graph, e, inputs, shape, name):
+    if len(shape) != 2 or shape[0] != shape[1]:
+        raise SerializationError(f"a delta's shape must be [d, d], got {list(shape)}")
+    return Node(graph, Delta(), (), shape, "float", name)
+
+
+def _build_dim_size(graph, e, inputs, shape, name):
+    dim = _dim(e["dim"], "dim_size")
+    if not isinstance(dim, str):
+        raise SerializationError(f"dim_size takes a dim name, got {dim!r} (a fixed size is a constant)")
+    return Node(graph, DimSize(dim), (), (), "float", name)
+
+
+def _build_softmax_ce(graph, e, inputs, shape, name):
+    node = nn.softmax_cross_entropy(*inputs, name=name)
+    if node.op.integer_labels is not e["integer_labels"]:
+        raise SerializationError(f"integer_labels is {e['integer_labels']!r} but the targets hold "
+                                 f"{inputs[1].kind} values")
+    return node
+
+
+# op -> (number of inputs, or None for one or more; op fields; builder)
+_OPS = {
+    "constant": (0, {"value"}, _build_constant),
+    "zeros": (0, set(), lambda g, e, i, shape, name: Node(g, Zeros(), (), shape, "float", name)),
+    "delta": (0, set(), _build_delta),
+    "dim_size": (0, {"dim"}, _build_dim_size),
+    "einsum": (None, {"spec", "label"}, _build_einsum),
+    "elementwise": (None, {"fn", "symbols", "expr", "in_indices", "out_indices"}, _build_elementwise),
+    "softmax": (1, set(), lambda g, e, i, shape, name: nn.softmax(i[0], name=name)),
+    "log_softmax": (1, set(), lambda g, e, i, shape, name: nn.log_softmax(i[0], name=name)),
+    "argmax": (1, set(), lambda g, e, i, shape, name: nn.argmax(i[0], name=name)),
+    "one_hot": (1, {"classes"},
+                lambda g, e, i, shape, name: nn.one_hot(i[0], _dim(e["classes"], "classes"), name=name)),
+    "softmax_cross_entropy": (2, {"integer_labels"}, _build_softmax_ce),
+}
+_NODE_FIELDS = {"id", "op", "inputs", "shape", "kind", "name"}
+
+
+def _build_node(graph: Graph, e: dict, built: dict, where: str) -> Node:
+    op = e.get("op")
+    if op not in _OPS:
+        raise SerializationError(f"{where}: unknown op {_short(op)}; known ops: {', '.join(_OPS)}")
+    arity, fields, build = _OPS[op]
+    _keys(e, _NODE_FIELDS | fields, {"auto_name", "derived", "origin"}, where)
+    inputs = [_ref(i, built, where) for i in _list(e["inputs"], f"{where}: inputs")]
+    if (not inputs) if arity is None else len(inputs) != arity:
+        raise SerializationError(f"{where}: {op} takes {'one or more' if arity is None else arity} input(s), "
+                                 f"got {len(inputs)}")
+    shape, name, kind = _shape(e["shape"], where), _str(e["name"], f"{where}: name"), e["kind"]
+    if kind not in KINDS or any(not isinstance(e.get(f, False), bool) for f in ("auto_name", "derived")):
+        raise SerializationError(f"{where}: kind must be one of {KINDS} and auto_name/derived booleans")
+    try:
+        node = build(graph, e, inputs, shape, name)
+    except SerializationError as err:
+        raise SerializationError(f"{where} ({op}): {err}") from None
+    except GraphcError as err:  # the op's own shape and kind checks
+        raise SerializationError(f"{where} ({op}): {type(err).__name__}: {err}") from None
+    if node.shape != shape or node.kind != kind:
+        raise SerializationError(f"{where} ({op}): the file says shape {list(shape)} and kind {kind!r}, "
+                                 f"but the op gives {list(node.shape)} and {node.kind!r}")
+    node.auto_named = e.get("auto_name", False)
+    return node
+
+
+def graph_from_dict(d) -> tuple[Graph, list[Node]]:
+    """Rebuild ``(graph, outputs)`` from :func:`graph_to_dict`'s dict, checking every field."""
+    if not isinstance(d, dict) or d.get("format") != FORMAT:
+        got = d.get("format") if isinstance(d, dict) else d
+        raise SerializationError(f"not a graphc graph file: format is {_short(got)}, expected {FORMAT!r}")
+    version = d.get("version")
+    if isinstance(version, bool) or version != VERSION:
+        raise SerializationError(f"unsupported graph file version {_short(version)}; "
+                                 f"this graphc reads version {VERSION}")
+    _keys(d, {"format", "version", "graph", "leaves", "nodes", "outputs"}, set(), "the graph file")
+    graph = Graph(_str(d["graph"], "the graph name"))
+    built: dict[int, Node] = {}
+
+    def new_id(e, k: int, what: str) -> int:
+        nid = e.get("id") if isinstance(e, dict) else None
+        if isinstance(nid, bool) or not isinstance(nid, int) or nid in built:
+            raise SerializationError(f"{what} {k}: id {_short(nid)} is missing, not an int or already used")
+        return nid
+
+    for k, e in enumerate(_list(d["leaves"], "leaves")):
+        nid = new_id(e, k, "leaf")
+        _keys(e, {"id", "name", "op", "shape", "kind"}, set(), f"leaf {nid}")
+        name = _str(e["name"], f"leaf {nid}: name")
+        where, shape = f"leaf {nid} ({name!r})", _shape(e["shape"], f"leaf {nid}")
+        if e["op"] not in ("input", "param") or e["kind"] not in KINDS or (e["op"] == "param" and e["kind"] != "float"):
+            raise SerializationError(f"{where}: op must be 'input' or 'param' and kind one of {KINDS} "
+                                     f"(float for a param), got {_short(e['op'])} and {_short(e['kind'])}")
+        try:
+            built[nid] = graph.param(name, shape) if e["op"] == "param" else graph.input(name, shape, e["kind"])
+        except GraphcError as err:
+            raise SerializationError(f"{where}: {err}") from None
+    origins = []
+    for k, e in enumerate(_list(d["nodes"], "nodes")):
+        nid = new_id(e, k, "node")
+        built[nid] = node = _build_node(graph, e, built, f"node {nid}")
+        if e.get("derived"):
+            ranges = graph.derived_ranges
+            if ranges and ranges[-1][1] == node.id:
+                ranges[-1] = (ranges[-1][0], node.id + 1)
+            else:
+                ranges.append((node.id, node.id + 1))
+        if "origin" in e:
+            origins.append((nid, node, e["origin"]))
+    for nid, node, origin in origins:  # may point forward in the file: resolved once all nodes exist
+        if not (isinstance(origin, list) and len(origin) == 2 and isinstance(origin[1], int)
+                and not isinstance(origin[1], bool)):
+            raise SerializationError(f"node {nid}: origin must be [node id, operand index], got {_short(origin)}")
+        fwd = _ref(origin[0], built, f"node {nid}: origin")
+        if not 0 <= origin[1] < len(fwd.inputs):
+            raise SerializationError(f"node {nid}: origin operand {origin[1]} is out of range for node {origin[0]}")
+        node.origin = (fwd, origin[1])
+    outputs = [_ref(i, built, "outputs") for i in _list(d["outputs"], "outputs")]
+    if not outputs:
+        raise SerializationError("outputs: a graph file names at least one output")
+    return graph, outputs
+
+
+def _no_duplicates(pairs: list) -> dict:
+    keys = [k for k, _ in pairs]
+    if len(set(keys)) != len(keys):
+        raise SerializationError(f"duplicate key in a JSON object: {sorted(k for k in set(keys) if keys.count(k) > 1)}")
+    return dict(pairs)
+
+
+def _no_constant(name: str):
+    raise SerializationError(f"not a graph file: {name} is not a JSON number")
+
+
+def load_graph(path_or_file) -> tuple[Graph, list[Node]]:
+    """Read a graph file (a path or an open file) and rebuild ``(graph, outputs)``; never executes code."""
+    if hasattr(path_or_file, "read"):
+        raw = path_or_file.read(MAX_BYTES + 1)
+    else:
+        with open(path_or_file, "rb") as f:
+            raw = f.read(MAX_BYTES + 1)
+    if len(raw) > MAX_BYTES:
+        raise SerializationError(f"graph file is larger than {MAX_BYTES} bytes; refusing to read it")
+    try:
+        text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
+        d = json.loads(text, parse_constant=_no_constant, object_pairs_hook=_no_duplicates)
+    except UnicodeDecodeError as e:
+        raise SerializationError(f"not a graph file: not UTF-8 text ({e})") from None
+    except json.JSONDecodeError as e:
+        raise SerializationError(f"not a graph file: not JSON ({e})") from None
+    except RecursionError:
+        raise SerializationError("not a graph file: JSON nested too deeply") from None
+    return graph_from_dict(d)
+
+
+# -- structural equality ------------------------------------------------------------------------
+def _signature(n: Node) -> tuple:
+    op = n.op
+    spec = str(op.spec) if isinstance(op, Contraction) else None
+    return (type(op).__name__, op.key(), op.kind_name, spec, n.shape, n.kind, n.name, n.auto_named, len(n.inputs))
+
+
+def graph_difference(a, b) -> str | None:
+    """The first structural difference between two graphs' outputs (a node or a list each), or None.
+
+    Equal means: the same leaves (names, input/param, shapes, kinds, in order), the same
+    outputs, and node by node the same op with equal fields, shape, kind, name and wiring,
+    including which nodes are shared.  Node ids and the graph's name are not compared.
+    """
+    a, b = _outputs(a), _outputs(b)
+    leaves = [[(n.name, type(n.op).__name__, n.shape, n.kind) for n in o[0].graph.leaves.values()] for o in (a, b)]
+    if leaves[0] != leaves[1]:
+        return f"the leaves differ: {leaves[0]} vs {leaves[1]}"
+    if len(a) != len(b):
+        return f"{len(a)} outputs vs {len(b)}"
+    forward: dict = {}
+    backward: dict = {}
+    stack = list(zip(a, b))
+    while stack:
+        x, y = stack.pop()
+        if forward.get(id(x), y) is not y or backward.get(id(y), x) is not x:
+            return f"{x!r} and {y!r} are shared differently in the two graphs"
+        if id(x) in forward:
+            continue
+        forward[id(x)], backward[id(y)] = y, x
+        if _signature(x) != _signature(y):
+            return f"{x!r} differs from {y!r}: {_signature(x)} vs {_signature(y)}"
+        stack.extend(zip(x.inputs, y.inputs))
+    return None
+
+
+def graphs_equal(a, b) -> bool:
+    """Whether two graphs' outputs are structurally equal (see :func:`graph_difference`)."""
+    return graph_difference(a, b) is None
+
+
+# -- arrays --------------------------------------------------------------------------------------
+def save_arrays(path, arrays: dict, *, meta: dict | None = None, compress: bool = False) -> None:
+    """Write ``arrays`` (name -> array) and JSON ``meta`` to an ``.npz`` archive, atomically.
+
+    Object arrays are refused: they could only be stored as pickles, which are code.
+    """
+    if not isinstance(arrays, dict):
+        raise SerializationError(f"arrays must be a dict of name -> array, got {type(arrays).__name__}")
+    items = {}
+    for key, value in arrays.items():
+        if not isinstance(key, str) or not key or key == META_KEY or "\x00" in key:
+            raise SerializationError(f"array names must be non-empty strings other than {META_KEY!r}, got {key!r}")
+        items[key] = np.asarray(value)
+        if items[key].dtype.hasobject:
+            raise SerializationError(f"array {key!r} holds Python objects (dtype object), "
+                                     "which cannot be saved without pickle")
+    if meta is not None and not isinstance(meta, dict):
+        raise SerializationError(f"meta must be a dict or None, got {type(meta).__name__}")
+    try:
+        items[META_KEY] = np.array(json.dumps(meta))
+    except (TypeError, ValueError) as e:
+        raise SerializationError(f"meta is not JSON-serialisable: {e}") from None
+
+    def write(f):
+        with zipfile.ZipFile(f, "w", zipfile.ZIP_DEFLATED if compress else zipfile.ZIP_STORED) as z:
+            for key, arr in items.items():
+                with z.open(key + ".npy", "w", force_zip64=True) as member:
+                    np.lib.format.write_array(member, arr, allow_pickle=False)
+
+    atomic_write(path, write)
+
+
+def load_arrays(path) -> tuple[dict, Any]:
+    """Read ``save_arrays``' archive (a path or an open binary file): ``(arrays, meta)``; never unpickles.
+
+    ``meta`` is None when none was saved.  A file that is not an ``.npz`` archive, or holds
+    an object (pickled) array, raises :class:`SerializationError`.
+    """
+    f = path if hasattr(path, "read") else open(path, "rb")
+    try:
+        try:
+            archive = np.load(f, allow_pickle=False)
+        except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
+            raise SerializationError(f"{path!r} is not an .npz archive of plain arrays: {e}") from None
+        if not isinstance(archive, np.lib.npyio.NpzFile):
+            raise SerializationError(f"{path!r} holds a single .npy array, not an .npz archive")
+        arrays = {}
+        with archive:
+            for key in archive.files:
+                try:
+                    arrays[key] = archive[key]
+                    if not isinstance(arrays[key], np.ndarray):  # numpy hands other members over as bytes
+                        raise SerializationError(f"{path!r}: member {key!r} is not an .npy array")
+                except ValueError as e:  # object arrays: numpy refuses before unpickling anything
+                    raise SerializationError(f"{path!r}: array {key!r} cannot be loaded safely: {e}") from None
+                except (OSError, EOFError, zipfile.BadZipFile) as e:
+                    raise SerializationError(f"{path!r}: array {key!r} is damaged: {e}") from None
+    finally:
+        if f is not path:
+            f.close()
+    raw = arrays.pop(META_KEY, None)
+    if raw is None:
+        return arrays, None
+    try:
+        if raw.dtype.kind != "U" or raw.shape != ():
+            raise ValueError(f"it is a {raw.dtype} array of shape {raw.shape}, not a JSON string")
+        return arrays, json.loads(str(raw[()]))
+    except (ValueError, RecursionError) as e:
+        raise SerializationError(f"{path!r}: entry {META_KEY!r} is not valid JSON meta: {e}") from None
