@@ -164,6 +164,7 @@ class TrainStep:
             for leaf, value_node in zip([node, *slots], new):
                 updates[leaf] = value_node
         self._scalar_names = [n.name for n in scalar_nodes]
+        self._state_feed = {f"__{k}__": v for k, v in self.state.items()}  # the same arrays, by leaf name
         self.fn = compile(self.loss, name=f"{graph.name}_train_step", updates=updates, lowering=self.lowering)
 
     @staticmethod
@@ -177,15 +178,22 @@ class TrainStep:
         return self.fn.source
 
     def __call__(self, inputs: Mapping | None = None, **kw) -> float:
-        feed = {**(inputs or {}), **kw}
-        for name in self.params:
-            if name in feed:
-                raise BindingError(f"TrainStep: {name!r} is a parameter held by the step; do not pass it")
-        feed.update(self.params)
-        feed.update({f"__{k}__": v for k, v in self.state.items()})
-        dtype = next(iter(self.params.values())).dtype
-        for name, value in zip(self._scalar_names, self.optimizer.scalar_values(self.step_count)):
-            feed[name] = np.asarray(value, dtype=dtype)
+        """One step on a batch given by name (``step(x=xb, t=tb)``); returns the loss.
+
+        The parameter and state arrays are read from ``params``/``state`` and updated in
+        place; put new values into them with ``a[...] = value``.
+        """
+        if inputs:
+            kw = {**inputs, **kw}
+        feed = {**self.params, **self._state_feed}
+        feed.update(kw)
+        if len(feed) != len(self.params) + len(self._state_feed) + len(kw):
+            taken = sorted(set(kw) & (set(self.params) | set(self._state_feed)))
+            raise BindingError(f"TrainStep: {taken} are held by the step (params or optimizer state); do not pass them")
+        if self._scalar_names:
+            dtype = next(iter(self.params.values())).dtype
+            for name, value in zip(self._scalar_names, self.optimizer.scalar_values(self.step_count)):
+                feed[name] = np.asarray(value, dtype=dtype)
         loss = self.fn(feed)
         self.step_count += 1
         return loss

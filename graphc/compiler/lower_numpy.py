@@ -241,7 +241,8 @@ def emit_numpy(outputs: list[Node], name: str = "graph", updates: list | None = 
             return [f"        xp.matmul({b if swap else a}, {a if swap else b}, out={dest})"]
         if single and core == "".join(c for c in term if c in core):
             axes = tuple(k for k, c in enumerate(term) if c not in core)
-            return [f"        xp.sum({ins[0]}, axis={axes}, out={dest})"]
+            axis = axes[0] if len(axes) == 1 else axes
+            return [f"        xp.add.reduce({ins[0]}, axis={axis}, out={dest})"]  # no np.sum wrapper
         k = len(kernels)
         kernels.append(Kernel(",".join(spec.inputs) + "->" + core, [i.shape for i in node.inputs]))
         return [f"        k{k}({', '.join(ins)}, out={dest})"]

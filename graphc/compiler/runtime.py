@@ -79,17 +79,19 @@ def np_log_softmax(a, out):
 
 
 def np_softmax_ce(a, t, y=None):
-    """Softmax cross-entropy (mean over rows); also leaves softmax(a) in ``y`` for the gradient."""
+    """Softmax cross-entropy (mean over rows); also leaves softmax(a) in ``y`` for the gradient.
+
+    ufunc reductions are called directly: the step runs this thousands of times on
+    small arrays, where ndarray.max/sum's Python wrappers cost as much as the work.
+    """
     import numpy as np
 
-    shifted = np.subtract(a, a.max(axis=-1, keepdims=True), out=y)
-    picked = float(np.vdot(t, shifted))  # Σ t·(a - max)
-    np.exp(shifted, out=shifted)
-    total = shifted.sum(axis=-1, keepdims=True)
-    log_total = np.log(total)
-    weight = t.sum(axis=-1, keepdims=True) if t.ndim > 1 else t.sum()
-    loss = -(picked - float(np.vdot(weight, log_total))) / _batch(a)
-    shifted /= total
+    shifted = np.subtract(a, np.maximum.reduce(a, axis=-1, keepdims=True), out=y)
+    e = np.exp(shifted)
+    total = np.add.reduce(e, axis=-1, keepdims=True)
+    np.subtract(shifted, np.log(total), out=shifted)  # log softmax(a)
+    loss = -np.vdot(t, shifted) / _batch(a)
+    np.divide(e, total, out=shifted)  # softmax(a)
     return a.dtype.type(loss)
 
 
@@ -97,12 +99,12 @@ def np_softmax_ce_labels(a, labels, y=None):
     import numpy as np
 
     check_labels(np, labels, a.shape[-1])
-    shifted = np.subtract(a, a.max(axis=-1, keepdims=True), out=y)
-    picked = float(np.take_along_axis(shifted, labels.reshape(labels.shape + (1,)), axis=-1).sum())
+    shifted = np.subtract(a, np.maximum.reduce(a, axis=-1, keepdims=True), out=y)
+    picked = np.add.reduce(np.take_along_axis(shifted, labels.reshape(labels.shape + (1,)), axis=-1), axis=None)
     np.exp(shifted, out=shifted)
-    total = shifted.sum(axis=-1, keepdims=True)
-    loss = -(picked - float(np.log(total).sum())) / _batch(a)
-    shifted /= total
+    total = np.add.reduce(shifted, axis=-1, keepdims=True)
+    loss = (np.add.reduce(np.log(total), axis=None) - picked) / _batch(a)
+    np.divide(shifted, total, out=shifted)
     return a.dtype.type(loss)
 
 
