@@ -20,12 +20,13 @@ from graphc.ops import (
     tanh, trace, transpose,
 )
 from graphc.ops.elementwise import elementwise
+from graphc.serialize import load_graph, save_graph
 from graphc.testing import check_grads
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "Graph", "Node", "grad", "compile", "explain", "check_grads", "CompiledFunction",
+    "Graph", "Node", "grad", "compile", "explain", "check_grads", "CompiledFunction", "save_graph", "load_graph",
     "einsum", "matmul", "transpose", "sum", "mean", "trace", "diagonal", "outer",
     "add", "sub", "mul", "div", "neg", "power", "exp", "log", "sqrt", "tanh", "sigmoid", "relu", "step",
     "maximum", "copy", "elementwise", "softmax", "log_softmax", "softmax_cross_entropy", "one_hot", "argmax",

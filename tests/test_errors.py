@@ -377,3 +377,16 @@ def test_positional_arrays(net):
 def test_every_error_is_a_graphc_error_and_a_value_error():
     for cls in (GraphError, SpecError, ShapeError, BindingError, GradError):
         assert issubclass(cls, GraphcError) and issubclass(cls, ValueError)
+
+
+@pytest.mark.parametrize("classes", [-5, 2.5, 0, None])
+def test_one_hot_classes_must_be_a_positive_dim(classes):
+    g = gc.Graph("one_hot")
+    labels = g.input("labels", ("n",), kind="int")
+    with pytest.raises(gc.ShapeError, match="one_hot of 'labels'"):
+        gc.one_hot(labels, classes)
+
+
+def test_absurd_declared_dims_are_refused():
+    with pytest.raises(gc.ShapeError, match="larger than"):
+        gc.Graph("big").input("x", (2 ** 62,))

@@ -13,7 +13,7 @@ from graphc.errors import GraphError, ShapeError
 from graphc.ops.contraction import Spec, contraction
 from graphc.ops.elementwise import ElementwiseFn, _indices_like, make
 from graphc.ops.leaves import dim_size
-from graphc.ops.node import Node, Op, format_shape
+from graphc.ops.node import Node, Op, check_shape, format_shape
 
 def _letters(node: Node) -> str:
     """The letters ``node`` is written with (explain reads consistently across ops)."""
@@ -26,7 +26,7 @@ def _check_float(op_name: str, node: Node) -> None:
     if node.kind != "float":
         raise GraphError(f"{op_name}: {node.name!r} holds {node.kind} values; expected floats")
     if node.ndim == 0:
-        raise ShapeError(f"{op_name}: {node.name!r} is a scalar; softmax needs a class axis")
+        raise ShapeError(f"{op_name}: {node.name!r} is a scalar; {op_name} needs a class axis")
 
 
 _SOFTMAX_VJP = ElementwiseFn("softmax_vjp", 3, lambda y, g, s: y * (g - s))
@@ -125,6 +125,9 @@ def log_softmax(a: Node, name: str | None = None) -> Node:
 def one_hot(labels: Node, classes, name: str | None = None) -> Node:
     if not isinstance(labels, Node) or labels.kind != "int":
         raise GraphError(f"one_hot: labels must be an integer node (g.input(name, shape, kind='int')), got {labels!r}")
+    (classes,) = check_shape((classes,), f"one_hot of {labels.name!r}: classes")
+    if classes == 0:
+        raise ShapeError(f"one_hot of {labels.name!r}: the number of classes must be positive, got 0")
     return Node(labels.graph, OneHot(classes), [labels], labels.shape + (classes,), "float", name)
 
 

@@ -19,6 +19,7 @@ if TYPE_CHECKING:  # pragma: no cover
     pass
 
 Dim = Union[int, str]
+MAX_DIM = 2 ** 40  # no array has a larger axis; a bigger declared dim is a mistake
 Shape = tuple  # tuple[Dim, ...]
 
 #: Element kinds a node can hold.  Floating nodes carry gradients; integer
@@ -43,8 +44,8 @@ def check_shape(shape: Iterable[Any], what: str) -> Shape:
     for d in dims:
         if isinstance(d, bool) or not isinstance(d, (int, str)):
             raise ShapeError(f"{what}: dim {d!r} in shape {dims!r} is neither an int nor a dim name")
-        if isinstance(d, int) and d < 0:
-            raise ShapeError(f"{what}: dim {d} in shape {dims!r} is negative")
+        if isinstance(d, int) and not 0 <= d <= MAX_DIM:
+            raise ShapeError(f"{what}: dim {d} in shape {dims!r} is {'negative' if d < 0 else f'larger than {MAX_DIM}'}")
         if isinstance(d, str) and (not d or not d.isprintable()):
             raise ShapeError(f"{what}: dim name {d!r} in shape {dims!r} must be a non-empty printable string")
     return dims
