@@ -104,25 +104,26 @@ class CompiledFunction:
 
     # -- binding ---------------------------------------------------------------------
     def _bind(self, args: tuple, kwargs: dict) -> list:
-        if not args and len(kwargs) == len(self.args):
-            try:
-                return [kwargs[a] for a in self.args]
-            except KeyError:
-                pass
+        """The arrays in argument order, from keywords or one mapping (graph leaves not read are allowed)."""
         if args:
             if len(args) != 1 or not isinstance(args[0], Mapping):
                 raise BindingError(f"{self.program.name}: pass arrays by name, fn(x=...) or fn({{'x': ...}})")
-            kwargs = {**args[0], **kwargs}
-        known = self.graph.leaves
-        extra = [k for k in kwargs if k not in known]
-        if extra:
-            raise BindingError(
-                f"{self.program.name}: unknown input(s) {extra}; the graph {self.graph.name!r} declares {list(known)}"
-            )
-        missing = [a for a in self.args if a not in kwargs]
-        if missing:
-            raise BindingError(f"{self.program.name}: missing input(s) {missing}; this function reads {self.args}")
-        return [kwargs[a] for a in self.args]
+            feed = {**args[0], **kwargs} if kwargs else args[0]
+        else:
+            feed = kwargs
+        try:
+            arrays = [feed[a] for a in self.args]
+        except KeyError:
+            missing = [a for a in self.args if a not in feed]
+            raise BindingError(f"{self.program.name}: missing input(s) {missing}; this function reads {self.args}") from None
+        if len(feed) != len(arrays):
+            known = self.graph.leaves
+            extra = [k for k in feed if k not in known]
+            if extra:
+                raise BindingError(
+                    f"{self.program.name}: unknown input(s) {extra}; the graph {self.graph.name!r} declares {list(known)}"
+                )
+        return arrays
 
     def _check(self, arrays: list) -> tuple:
         import numpy as np

@@ -238,7 +238,9 @@ def emit_numpy(outputs: list[Node], name: str = "graph", updates: list | None = 
             swap, ta, tb = plan
             a = ins[0] + (".T" if ta else "")
             b = ins[1] + (".T" if tb else "")
-            return [f"        xp.matmul({b if swap else a}, {a if swap else b}, out={dest})"]
+            # dot has less call overhead than the matmul gufunc for 2-D operands
+            fn = "dot" if len(node.inputs[0].shape) == 2 and len(node.inputs[1].shape) == 2 else "matmul"
+            return [f"        xp.{fn}({b if swap else a}, {a if swap else b}, out={dest})"]
         if single and core == "".join(c for c in term if c in core):
             axes = tuple(k for k, c in enumerate(term) if c not in core)
             axis = axes[0] if len(axes) == 1 else axes
