@@ -115,3 +115,51 @@ def np_one_hot(labels, out):
     out.fill(0)
     np.put_along_axis(out, labels.reshape(labels.shape + (1,)), 1, axis=-1)
     return out
+
+
+_GEMM: dict = {}
+
+
+def _blas_gemm(dtype):
+    """scipy's BLAS gemm for ``dtype`` (it exposes beta, which numpy does not), or None."""
+    if dtype.char not in _GEMM:
+        try:
+            from scipy.linalg.blas import get_blas_funcs
+        except ImportError:  # scipy is optional: fall back to dot + update
+            _GEMM[dtype.char] = None
+        else:
+            _GEMM[dtype.char] = get_blas_funcs("gemm", dtype=dtype) if dtype.char in "fd" else None
+    return _GEMM[dtype.char]
+
+
+def _as_op(m):
+    """(array, trans) such that op(array) == m.T for BLAS, without copying a C- or F-ordered m."""
+    if m.flags.c_contiguous:
+        return m.T, 0
+    if m.flags.f_contiguous:
+        return m, 1
+    return None, None
+
+
+def gemm_update(p, left, right, alpha: float, beta: float, scratch):
+    """p ← β·p + α·(left @ right), in place: one BLAS call, no pass over a separate gradient buffer.
+
+    BLAS is column-major, so the C-ordered p is updated as pᵀ ← β·pᵀ + α·(rightᵀ @ leftᵀ).
+    """
+    import numpy as np
+
+    gemm = _blas_gemm(p.dtype)
+    if gemm is not None and p.flags.c_contiguous and left.dtype == p.dtype == right.dtype:
+        a, ta = _as_op(right)
+        b, tb = _as_op(left)
+        if a is not None and b is not None:
+            out = gemm(alpha, a, b, beta, p.T, trans_a=ta, trans_b=tb, overwrite_c=1)
+            if out.ctypes.data != p.ctypes.data:  # pragma: no cover - scipy copied c after all
+                p[...] = out.T
+            return p
+    np.dot(left, right, out=scratch)
+    if beta != 1.0:
+        np.multiply(p, beta, out=p)
+    if alpha != 1.0:
+        np.multiply(scratch, alpha, out=scratch)
+    return np.add(p, scratch, out=p)
