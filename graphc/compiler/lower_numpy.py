@@ -20,7 +20,7 @@ from graphc.compiler.ufuncs import Conflict, UfuncLowering
 from graphc.compiler.walk import toposort
 from graphc.errors import GraphError
 from graphc.ops.contraction import Contraction, letter_sizes
-from graphc.ops.elementwise import Elementwise, _sympy
+from graphc.ops.elementwise import Elementwise
 from graphc.ops.leaves import Constant, Delta, DimSize, Input, Zeros
 from graphc.ops.nn import Argmax, LogSoftmax, OneHot, Softmax, SoftmaxCrossEntropy
 from graphc.ops.node import Node
@@ -50,37 +50,6 @@ def gemm(spec) -> tuple | None:
     if out == fb + fa:  # out = B(fb, s) · A(s, fa)
         return True, len(ta) == 2 and ta != s + fa, len(tb) == 2 and tb != fb + s
     return None
-
-
-GEMM_UPDATE_MIN_SIZE = 1 << 14  # below this a separate dot + subtract is as fast as one BLAS call
-
-
-def _gemm_updates(order: list[Node], updates: list, kept: set) -> dict:
-    """Updates of the form ``β·p + α·G`` with G a matrix product read only there: {id(update): (G, α, β)}."""
-    sp = _sympy()
-    uses: dict[int, int] = {}
-    for n in order:
-        for i in n.inputs:
-            uses[id(i)] = uses.get(id(i), 0) + 1
-    found = {}
-    for leaf, node in updates:
-        op = node.op
-        size = 1
-        for d in leaf.shape:
-            size = size * d if isinstance(d, int) else 0
-        if (not isinstance(op, Elementwise) or len(node.inputs) != 2 or leaf.ndim != 2 or size < GEMM_UPDATE_MIN_SIZE
-                or sum(i is leaf for i in node.inputs) != 1 or any(ix != op.out_indices for ix in op.in_indices)):
-            continue
-        k = 0 if node.inputs[0] is leaf else 1
-        g = node.inputs[1 - k]
-        if (not isinstance(g.op, Contraction) or gemm(g.op.spec) is None or uses.get(id(g)) != 1
-                or id(g) in kept):
-            continue
-        p_sym, g_sym = op.fn.symbols[k], op.fn.symbols[1 - k]
-        alpha, beta = op.fn.expr.diff(g_sym), op.fn.expr.diff(p_sym)
-        if alpha.is_number and beta.is_number and sp.expand(op.fn.expr - alpha * g_sym - beta * p_sym) == 0:
-            found[id(node)] = (g, float(alpha), float(beta))
-    return found
 
 
 class _Buffers:
@@ -131,12 +100,6 @@ def emit_numpy(outputs: list[Node], name: str = "graph", updates: list | None = 
             last_use[id(i)] = k
     kept = {id(o) for o in outputs} | set(update_of)
     out_ids = {id(o) for o in outputs}
-    # Updates p ← β·p + α·(A·B) of large parameters become one BLAS call with beta (no dW buffer pass).
-    gemm_updates = _gemm_updates(order, updates, kept)
-    for upd, (g, _, _) in gemm_updates.items():
-        for i in g.inputs:
-            last_use[id(i)] = max(last_use[id(i)], position[upd])
-    skipped = {id(g) for g, _, _ in gemm_updates.values()}
 
     bufs = _Buffers(shape_code)
     consts: list[str] = []
@@ -192,24 +155,8 @@ def emit_numpy(outputs: list[Node], name: str = "graph", updates: list | None = 
                 if buf not in sum(bufs.free.values(), []):
                     bufs.give_back(buf)
 
-    def gemm_update(node: Node) -> list[str]:
-        g, alpha, beta = gemm_updates[id(node)]
-        leaf = update_of[id(node)]
-        swap, ta, tb = gemm(g.op.spec)
-        a = var[id(g.inputs[0])] + (".T" if ta else "")
-        b = var[id(g.inputs[1])] + (".T" if tb else "")
-        left, right = (b, a) if swap else (a, b)
-        scratch = bufs.take(leaf.shape, "float")  # for the numpy fallback when scipy is absent
-        bufs.give_back(scratch)
-        in_place_updates.add(id(node))
-        var[id(node)] = var[id(leaf)]
-        claim(node, None)
-        return [f"        rt.gemm_update({var[id(leaf)]}, {left}, {right}, {alpha!r}, {beta!r}, {scratch})"]
-
     def elementwise(node: Node) -> list[str]:
         op = node.op
-        if id(node) in gemm_updates:
-            return gemm_update(node)
         kind = node.kind if node.kind == "bool" else "float"
         leaf = update_of.get(id(node))
         if leaf is not None and id(leaf) in var and not any(
@@ -303,7 +250,7 @@ def emit_numpy(outputs: list[Node], name: str = "graph", updates: list | None = 
         return [f"        k{k}({', '.join(ins)}, out={dest})"]
 
     for node in order:
-        if id(node) in var or id(node) in done or id(node) in skipped:
+        if id(node) in var or id(node) in done:
             continue
         op = node.op
         ins = [var.get(id(i)) for i in node.inputs]
