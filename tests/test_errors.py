@@ -390,3 +390,10 @@ def test_one_hot_classes_must_be_a_positive_dim(classes):
 def test_absurd_declared_dims_are_refused():
     with pytest.raises(gc.ShapeError, match="larger than"):
         gc.Graph("big").input("x", (2 ** 62,))
+
+
+def test_numpy_scalars_bind_like_0d_arrays():
+    """np.float64(2.0) is a numpy value, not a foreign array type."""
+    g = gc.Graph("scalar")
+    x = g.input("x", ())
+    assert gc.compile(gc.exp(x))(x=np.float64(0.0)) == 1.0

@@ -36,7 +36,7 @@ def _namespace(array):
     """The array namespace of ``array``: numpy for numpy arrays, array-api-compat otherwise."""
     import numpy as np
 
-    if isinstance(array, np.ndarray):
+    if isinstance(array, (np.ndarray, np.generic)):  # numpy scalars (np.float64(2.0)) too
         return np
     try:
         import array_api_compat
