@@ -12,6 +12,7 @@ only Adam's bias-corrected step size changes per step and is passed in as a scal
 from __future__ import annotations
 
 import math
+from types import MappingProxyType
 from dataclasses import dataclass, field
 from typing import ClassVar, Mapping, Sequence
 
@@ -165,7 +166,13 @@ class TrainStep:
                 updates[leaf] = value_node
         self._scalar_names = [n.name for n in scalar_nodes]
         self._state_feed = {f"__{k}__": v for k, v in self.state.items()}  # the same arrays, by leaf name
+        self._template: list | None = None
+        self._dtype = next(iter(self.params.values())).dtype if self.params else np.dtype(np.float64)
+        # The step holds these arrays (and updates them in place): they cannot be swapped out.
+        self.params = MappingProxyType(dict(self.params))
+        self.state = MappingProxyType(self.state)
         self.fn = compile(self.loss, name=f"{graph.name}_train_step", updates=updates, lowering=self.lowering)
+        self._scalar_slots = [self.fn.args.index(n) for n in self._scalar_names if n in self.fn.args]
 
     @staticmethod
     def _leaf(graph, name: str, shape):
@@ -181,19 +188,35 @@ class TrainStep:
         """One step on a batch given by name (``step(x=xb, t=tb)``); returns the loss.
 
         The parameter and state arrays are read from ``params``/``state`` and updated in
-        place; put new values into them with ``a[...] = value``.
+        place; put new values into them with ``a[...] = value`` (entries cannot be replaced).
         """
         if inputs:
             kw = {**inputs, **kw}
+        if self._template is not None and kw.keys() == self._input_names:
+            # The arrays of the last call, with this call's inputs put in their slots.
+            args = self._template.copy()
+            for name, k in self._input_slots:
+                args[k] = kw[name]
+        else:
+            args = self._bind(kw)
+        for k, value in zip(self._scalar_slots, self.optimizer.scalar_values(self.step_count)):
+            args[k] = np.asarray(value, dtype=self._dtype)
+        loss = self.fn.call_arrays(args, trusted_updates=self._template is not None)
+        if self._template is None:  # the first call checked everything: remember the layout
+            self._template = args
+        self.step_count += 1
+        return loss
+
+    def _bind(self, kw: dict) -> list:
+        """The slow path: every name checked, as the compiled function's own binding does."""
         feed = {**self.params, **self._state_feed}
         feed.update(kw)
         if len(feed) != len(self.params) + len(self._state_feed) + len(kw):
             taken = sorted(set(kw) & (set(self.params) | set(self._state_feed)))
             raise BindingError(f"TrainStep: {taken} are held by the step (params or optimizer state); do not pass them")
-        if self._scalar_names:
-            dtype = next(iter(self.params.values())).dtype
-            for name, value in zip(self._scalar_names, self.optimizer.scalar_values(self.step_count)):
-                feed[name] = np.asarray(value, dtype=dtype)
-        loss = self.fn(feed)
-        self.step_count += 1
-        return loss
+        for name in self._scalar_names:
+            feed[name] = np.zeros(())
+        args = self.fn._bind((feed,), {})
+        self._input_names = set(kw)
+        self._input_slots = [(name, self.fn.args.index(name)) for name in kw if name in self.fn.args]
+        return args

@@ -197,7 +197,14 @@ class CompiledFunction:
         return build(xp, runtime, kernels, dtype, dims, program.labels)
 
     def __call__(self, *args, **kwargs):
-        arrays = self._bind(args, kwargs)
+        return self.call_arrays(self._bind(args, kwargs))
+
+    def call_arrays(self, arrays: list, trusted_updates: bool = False):
+        """Call with the arrays in ``self.args`` order (what ``__call__`` does after binding names).
+
+        ``trusted_updates`` skips the per-call writeable check of in-place targets, for a
+        caller that owns them (TrainStep).  Shapes and dtypes are always checked.
+        """
         # Fast path: the same shapes and dtypes as an earlier call in this thread were checked then.
         try:
             key = tuple((a.shape, a.dtype) for a in arrays) if not arrays or type(arrays[0]).__module__ == "numpy" else None
@@ -213,7 +220,7 @@ class CompiledFunction:
             run = self._specialise(dims, dtype, xp)
             if key is not None and (not arrays or type(arrays[0]).__module__ == "numpy"):
                 cache[tuple((a.shape, a.dtype) for a in arrays)] = run
-        else:
+        elif not trusted_updates:
             for k in self._updated_positions:
                 if not arrays[k].flags.writeable:
                     raise BindingError(f"{self.args[k]!r} is updated in place, so it must be a writeable numpy array")
