@@ -182,8 +182,10 @@ def train_mnist(config: TrainConfig = TrainConfig(), log: Callable[[str], None] 
     test_acc = history["test_acc"][-1] if history["test_acc"] else float("nan")
     for i in range(first, config.iters):
         batch = rng.integers(0, train_size, config.batch_size)
-        np.take(x_train, batch, axis=0, out=x_batch)  # into reused buffers: no allocation per step
-        np.take(t_train, batch, axis=0, out=t_batch)
+        # Into reused buffers.  mode="clip" because numpy buffers out= in the default
+        # mode="raise" (2.5x slower); rng.integers(0, train_size) never leaves the range.
+        np.take(x_train, batch, axis=0, out=x_batch, mode="clip")
+        np.take(t_train, batch, axis=0, out=t_batch, mode="clip")
         loss = step(x=x_batch, t=t_batch)
         history["loss"].append(float(loss))
         last = i + 1 == config.iters
