@@ -139,6 +139,7 @@ class TrainStep:
     state: dict = field(default_factory=dict)
     step_count: int = 0
     lowering: str = "auto"  # see graphc.compile
+    check_numerics: bool = False  # stop at the first NaN/Inf, naming the node (see graphc.compile)
 
     def __post_init__(self):
         from graphc.compiler import compile, grad
@@ -171,7 +172,8 @@ class TrainStep:
         # The step holds these arrays (and updates them in place): they cannot be swapped out.
         self.params = MappingProxyType(dict(self.params))
         self.state = MappingProxyType(self.state)
-        self.fn = compile(self.loss, name=f"{graph.name}_train_step", updates=updates, lowering=self.lowering)
+        self.fn = compile(self.loss, name=f"{graph.name}_train_step", updates=updates, lowering=self.lowering,
+                          check_numerics=self.check_numerics)
         self._scalar_slots = [self.fn.args.index(n) for n in self._scalar_names if n in self.fn.args]
 
     @staticmethod

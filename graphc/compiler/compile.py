@@ -60,7 +60,8 @@ class CompiledFunction:
         graph = outputs[0].graph
         self.graph = graph
         targets = list((updates or {}).keys())
-        simplified = simplify(self.outputs + [updates[t] for t in targets], fuse=fuse)
+        # With the numerics guard every node keeps its own check: nothing is fused away.
+        simplified = simplify(self.outputs + [updates[t] for t in targets], fuse=fuse and not check_numerics)
         self._simplified = (simplified[: len(self.outputs)], list(zip(targets, simplified[len(self.outputs):])))
         self._name = name
         # numpy arrays run the buffer-planned lowering; other array libraries the array-API one.
@@ -243,7 +244,8 @@ def compile(outputs, name: str | None = None, fuse: bool = True, updates: Mappin
 
     ``check_numerics=True`` checks every computed value and raises
     :class:`~graphc.NumericsError` at the first NaN or Inf, naming the node and its
-    Einstein expression.  Off by default: the generated code then has no checks at all.
+    Einstein expression (nodes are not fused then, so each is checked on its own).
+    Off by default: the generated code then has no checks at all.
 
     ``lowering``: ``"auto"`` runs numpy arrays through the buffer-planned numpy lowering
     and other arrays (torch, jax, cupy, ...) through the array-API lowering;
