@@ -186,26 +186,31 @@ class UfuncLowering:
         array_den = [f for f in den if not self._is_scalar(f)]
         scalar_num = [self._literal(f) for f in num if self._is_scalar(f) and f != 1]
         scalar_den = [self._literal(f) for f in den if self._is_scalar(f)]
-        scale = None
-        if scalar_num or scalar_den:
-            scale = "*".join(scalar_num) or "1"
+        scale, op = None, "multiply"
+        if scalar_num:
+            scale = "*".join(scalar_num)
             if scalar_den:
                 scale = f"({scale})/({'*'.join(scalar_den)})"
+        elif scalar_den:  # x/n: one divide
+            scale, op = "*".join(scalar_den), "divide"
+            if len(scalar_den) > 1:
+                scale = f"({scale})"
         if not arrays:
+            numerator = scale if op == "multiply" else f"1/{scale}"
             if array_den:
                 first = self._operand(array_den.pop(0), temps)
-                self._emit(f"xp.divide({scale or 1}, {first}, out={dest})", dest)
+                self._emit(f"xp.divide({numerator or 1}, {first}, out={dest})", dest)
                 for f in array_den:
                     self._emit(f"xp.divide({dest}, {self._operand(f, temps)}, out={dest})", dest)
             else:
-                self._emit(f"xp.copyto({dest}, {scale or 1})", dest)
+                self._emit(f"xp.copyto({dest}, {numerator or 1})", dest)
             return
         arrays.sort(key=lambda f: (f != self.alias, f in self.atoms))  # compute into dest first
         codes = [self._operand(arrays[0], temps, into=dest)] + [self._operand(f, temps) for f in arrays[1:2]]
         if len(codes) == 2:
             self._emit(f"xp.multiply({codes[0]}, {codes[1]}, out={dest})", dest)
         elif scale is not None:
-            self._emit(f"xp.multiply({codes[0]}, {scale}, out={dest})", dest)
+            self._emit(f"xp.{op}({codes[0]}, {scale}, out={dest})", dest)
             scale = None
         elif array_den:
             self._emit(f"xp.divide({codes[0]}, {self._operand(array_den.pop(0), temps)}, out={dest})", dest)
@@ -216,7 +221,7 @@ class UfuncLowering:
         for f in array_den:
             self._emit(f"xp.divide({dest}, {self._operand(f, temps)}, out={dest})", dest)
         if scale is not None:
-            self._emit(f"xp.multiply({dest}, {scale}, out={dest})", dest)
+            self._emit(f"xp.{op}({dest}, {scale}, out={dest})", dest)
 
     def _pow(self, e, dest: str, temps: list) -> None:
         sp = _sympy()
