@@ -67,6 +67,7 @@ class CompiledFunction:
         # numpy arrays run the buffer-planned lowering; other array libraries the array-API one.
         self._check_numerics = check_numerics
         self._generic: Program | None = None
+        self._generic_lock = threading.Lock()
         self._builds: dict[str, Any] = {}
         if lowering == "array_api":
             self.program = self._generic_program()
@@ -95,9 +96,11 @@ class CompiledFunction:
         return self._generic_program().source
 
     def _generic_program(self) -> Program:
-        if self._generic is None:
-            self._generic = emit(self._simplified[0], self._name, self._simplified[1], self._check_numerics)
-            self._builds["generic"] = self._exec(self._generic)
+        with self._generic_lock:  # two threads' first non-numpy calls must not both build it
+            if self._generic is None:
+                program = emit(self._simplified[0], self._name, self._simplified[1], self._check_numerics)
+                self._builds["generic"] = self._exec(program)
+                self._generic = program  # published last, once its build exists
         return self._generic
 
     def __repr__(self) -> str:

@@ -45,6 +45,34 @@ class Program:
     order: list = field(default_factory=list)
 
 
+def view_base(node: Node) -> Node | None:
+    """The input a node is a view of (itself, or a transpose or broadcast of it, as both lowerings emit them)."""
+    while True:
+        if isinstance(node.op, Input):
+            return node
+        if not isinstance(node.op, Contraction) or len(node.inputs) != 1:
+            return None
+        term, out = node.op.spec.inputs[0], node.op.spec.output
+        if len(set(term)) != len(term) or not set(term) <= set(out):  # a sum or a diagonal: a new array
+            return None
+        node = node.inputs[0]
+
+
+def deferred_updates(updates: list, done: set, var: dict) -> list[str]:
+    """Write the updates not already done in place; every new value is read before any is written."""
+    pending = [(leaf, node) for leaf, node in updates if id(node) not in done]
+    targets = {id(leaf) for leaf, _ in pending}
+    lines, copied = [], {}
+    for k, (leaf, node) in enumerate(pending):
+        base = view_base(node)
+        if base is not None and id(base) in targets:  # e.g. swapping two params: copy the old value first
+            copied[k] = f"u{k}"
+            lines.append(f"        u{k} = rt.materialize(xp, {var[id(node)]})")
+    for k, (leaf, node) in enumerate(pending):
+        lines.append(f"        {var[id(leaf)]}[...] = {copied.get(k, var[id(node)])}  # {safe(leaf.name)} updated")
+    return lines
+
+
 def _arg_order(order: list[Node]) -> list[Node]:
     leaves = list({id(n): n for n in order if isinstance(n.op, Input)}.values())
     rank = {id(n): k for k, n in enumerate(leaves[0].graph.leaves.values())} if leaves else {}
@@ -94,7 +122,7 @@ def emit(outputs: list[Node], name: str = "graph", updates: list | None = None,
          check_numerics: bool = False) -> Program:
     """Source for ``outputs``; each ``(leaf, node)`` in ``updates`` is written into the leaf's array in place."""
     updates = [(leaf, node) for leaf, node in (updates or []) if node is not leaf]
-    order = toposort(list(outputs) + [node for _, node in updates])
+    order = toposort(list(outputs) + [node for _, node in updates] + [leaf for leaf, _ in updates])
     args, dims, dim_code, shape_code = signature(order)
     var: dict[int, str] = {id(a): f"a{k}" for k, a in enumerate(args)}
 
@@ -121,6 +149,8 @@ def emit(outputs: list[Node], name: str = "graph", updates: list | None = None,
         elif isinstance(op, Elementwise):
             rhs = code(op.fn.expr, {s: view(x, idx, op.out_indices)
                                     for s, x, idx in zip(op.fn.symbols, ins, op.in_indices)})
+            if not any(len(idx) == node.ndim for idx in op.in_indices):  # no operand spans the output
+                rhs = f"xp.broadcast_to({rhs}, {shape_code(node.shape)})"
         elif isinstance(op, Softmax):
             rhs = f"rt.softmax(xp, {ins[0]})"
         elif isinstance(op, LogSoftmax):
@@ -137,14 +167,17 @@ def emit(outputs: list[Node], name: str = "graph", updates: list | None = None,
         body.append((f"{v} = {rhs}", node))
         names[id(node)] = node.name
 
-    # Results that are views of inputs (transposes, broadcasts, the inputs themselves) are copied once.
-    views = {var[id(a)] for a in args} | {v for stmt, _ in body for v in [stmt.split(" = ", 1)[0]]
-                                          if " = xp.permute_dims(" in stmt or " = xp.broadcast_to(" in stmt}
-    out_vars = []
-    for o in outputs:
+    # Results that may be views of inputs (transposes, broadcasts, diagonals, the inputs themselves)
+    # or that repeat are copied, before any update is written: outputs never share memory.
+    views = {var[id(a)] for a in args} | {var[id(n)] for _, n in body if isinstance(n.op, Contraction) and len(
+        n.inputs) == 1} | {v for stmt, _ in body for v in [stmt.split(" = ", 1)[0]] if "xp.broadcast_to(" in stmt}
+    out_vars, copies = [], []
+    for k, o in enumerate(outputs):
         x = var[id(o)]
-        repeated = x in out_vars  # equal outputs: copies, so they never share memory
-        out_vars.append(f"rt.materialize(xp, {x})" if x in views or repeated or isinstance(o.op, DimSize) else x)
+        if x in views or x in out_vars or isinstance(o.op, (DimSize, Constant)):
+            copies.append(f"        r{k} = rt.materialize(xp, {x})")
+            x = f"r{k}"
+        out_vars.append(x)
 
     # Delete each intermediate after its last use, to keep peak memory down.
     last_use: dict[str, int] = {}
@@ -162,10 +195,8 @@ def emit(outputs: list[Node], name: str = "graph", updates: list | None = None,
         dead = [x for x, last in last_use.items() if last == k and x.startswith("v") and x not in keep]
         if dead:
             lines.append(f"        del {', '.join(sorted(dead, key=lambda s: int(s[1:])))}")
-    for leaf, node in updates:  # last, after every read of the old values
-        if id(leaf) not in var:
-            raise GraphError(f"compile: update target {leaf.name!r} is not an input of this function")
-        lines.append(f"        {var[id(leaf)]}[...] = {var[id(node)]}  # {safe(leaf.name)} updated in place")
+    lines.extend(copies)
+    lines.extend(deferred_updates(updates, set(), var))  # last, after every read of the old values
     source = assemble(f"{safe(name)}", args, dims, dim_code, len(kernels), [], lines, out_vars)
     return Program(name, source, args, dims, list(outputs), kernels=kernels, updates=updates, order=order,
                    labels=labels)

@@ -14,7 +14,7 @@ step that runs thousands of times then allocates only its returned arrays.
 
 from __future__ import annotations
 
-from graphc.compiler.emit import Kernel, Program, assemble, signature, view
+from graphc.compiler.emit import Kernel, Program, assemble, deferred_updates, signature, view, view_base
 from graphc.compiler.notation import formula, safe
 from graphc.compiler.ufuncs import Conflict, UfuncLowering
 from graphc.compiler.walk import toposort
@@ -82,7 +82,7 @@ class _Buffers:
 def emit_numpy(outputs: list[Node], name: str = "graph", updates: list | None = None,
                check_numerics: bool = False) -> Program:
     updates = [(leaf, node) for leaf, node in (updates or []) if node is not leaf]
-    roots = list(outputs) + [node for _, node in updates]
+    roots = list(outputs) + [node for _, node in updates] + [leaf for leaf, _ in updates]
     order = toposort(roots)
     update_of = {id(node): leaf for leaf, node in updates}
     # Updates go last, after every read of the old values (none of the rest reads an update).
@@ -100,6 +100,9 @@ def emit_numpy(outputs: list[Node], name: str = "graph", updates: list | None = 
             last_use[id(i)] = k
     kept = {id(o) for o in outputs} | set(update_of)
     out_ids = {id(o) for o in outputs}
+    # Leaves still read once every node has run: returned (or viewed by a returned value), or
+    # copied into another update target.  Their updates cannot be written early, in place.
+    read_at_end = {id(b) for b in map(view_base, list(outputs) + [n for _, n in updates]) if b is not None}
 
     bufs = _Buffers(shape_code)
     consts: list[str] = []
@@ -159,8 +162,8 @@ def emit_numpy(outputs: list[Node], name: str = "graph", updates: list | None = 
         op = node.op
         kind = node.kind if node.kind == "bool" else "float"
         leaf = update_of.get(id(node))
-        if leaf is not None and id(leaf) in var and not any(
-                id(leaf) in map(id, n.inputs) for n in order[position[id(node)] + 1:]):
+        if leaf is not None and id(leaf) in var and id(leaf) not in read_at_end and not any(
+                view_base(i) is leaf for n in order[position[id(node)] + 1:] for i in n.inputs):
             # The update writes the parameter itself, if it reads its old value only here.
             alias = next((s for s, i in zip(op.fn.symbols, node.inputs) if i is leaf), None)
             if sum(i is leaf for i in node.inputs) <= 1:
@@ -321,17 +324,18 @@ def emit_numpy(outputs: list[Node], name: str = "graph", updates: list | None = 
                         bufs.give_back(buf)
                     owner[i] = None
 
-    for leaf, node in updates:
-        if id(node) not in in_place_updates:
-            if id(leaf) not in var:
-                raise GraphError(f"compile: update target {leaf.name!r} is not an input of this function")
-            lines.append(f"        {var[id(leaf)]}[...] = {var[id(node)]}  # {safe(leaf.name)} updated")
-    # Returned arrays are the caller's: fresh per call, never a planned buffer or a view.
+    # Returned arrays are the caller's: fresh per call, never a planned buffer or a view, and
+    # copied before any deferred update is written, so they hold the values of this call.
     results, returned = [], set()
-    for o in outputs:  # an array returned twice (equal outputs) is copied: outputs never share memory
+    for k, o in enumerate(outputs):  # an array returned twice is copied: outputs never share memory
         x = var[id(o)]
-        results.append(x if x in fresh and x not in returned else f"rt.materialize(xp, {x})")
+        if x in fresh and x not in returned:
+            results.append(x)
+        else:
+            lines.append(f"        r{k} = rt.materialize(xp, {x})")
+            results.append(f"r{k}")
         returned.add(x)
+    lines.extend(deferred_updates(updates, in_place_updates, var))
     source = assemble(f"{safe(name)} (numpy, planned buffers)", args, dims, dim_code, len(kernels),
                       bufs.decls + consts, lines, results)
     return Program(name, source, args, dims, list(outputs), kernels=kernels, updates=updates, order=order,

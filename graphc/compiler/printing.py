@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import re
 
+from graphc.errors import GraphError
 from graphc.ops.elementwise import _sympy
 
 
@@ -105,7 +106,11 @@ def code(expr, names: dict) -> str:
     sp = _sympy()
     printer, _ = _printers()
     placeholders = {sym: sp.Symbol(f"__graphc_{k}__") for k, sym in enumerate(names)}
-    text = printer.doprint(expr.xreplace(placeholders))
+    try:
+        text = printer.doprint(expr.xreplace(placeholders))
+    except Exception as exc:  # sympy refuses functions it cannot print (DiracDelta, Derivative, ...)
+        raise GraphError(f"cannot generate code for the elementwise expression {expr}: "
+                         f"{type(exc).__name__}: {exc}") from None
     for sym, ph in placeholders.items():
         text = text.replace(ph.name, names[sym])
     return text

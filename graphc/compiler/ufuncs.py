@@ -14,7 +14,18 @@ and the caller picks another destination.
 
 from __future__ import annotations
 
+import functools
+import re
+
+from graphc.errors import GraphError
 from graphc.ops.elementwise import _sympy
+
+
+@functools.lru_cache(maxsize=1)
+def _numpy_names() -> frozenset:
+    import numpy
+
+    return frozenset(dir(numpy))
 
 _UNARY = {"exp": "exp", "log": "log", "tanh": "tanh", "sqrt": "sqrt", "Abs": "absolute", "sin": "sin",
           "cos": "cos", "tan": "tan", "sinh": "sinh", "cosh": "cosh", "asin": "arcsin", "acos": "arccos",
@@ -134,6 +145,9 @@ class UfuncLowering:
             if self.alias in e.free_symbols and self.dest_written:
                 raise Conflict(str(self.alias))
             text = code(e, {sym: self.atoms[sym] for sym in e.free_symbols})
+            missing = sorted(set(re.findall(r"xp\.(\w+)", text)) - _numpy_names())
+            if missing:
+                raise GraphError(f"no numpy function for {missing[0]!r} in the elementwise expression {e}")
             self._emit(f"xp.copyto({dest}, {text})", dest)
         for t in temps:
             self.release(t)
@@ -168,7 +182,9 @@ class UfuncLowering:
             self._emit(f"xp.{inverse_op}({dest}, {self._operand(t, temps)}, out={dest})", dest)
 
     def _is_scalar(self, f) -> bool:
-        return bool(f.is_number) or (f in self.atoms and f in self.scalars)
+        # The aliased operand is never folded into the scalar factor: that factor is applied
+        # last, after the destination (which *is* the aliased operand) has been written.
+        return bool(f.is_number) or (f in self.atoms and f in self.scalars and f != self.alias)
 
     def _mul(self, e, dest: str, temps: list) -> None:
         """Products and quotients; all scalar factors (numbers, dims, 0-d inputs) fold into one multiply."""
