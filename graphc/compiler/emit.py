@@ -1,8 +1,9 @@
 """Code emission: turn the simplified graph into readable Python source.
 
-The source is a factory ``build(xp, rt, kernels, dtype, dims)``, called once per
-set of concrete dims, returning the function ``run(a0, a1, ...)``: arrays in, a
-tuple of results out.  User names never appear in code: arguments are ``a<k>``, dims ``d<k>``,
+The source is a factory ``build(xp, rt, kernels, dtype, dims, labels)``, called
+once per set of concrete dims (``labels`` carries the numerics-guard messages as
+data), returning the function ``run(a0, a1, ...)``: arrays in, a tuple of results
+out.  User names never appear in code: arguments are ``a<k>``, dims ``d<k>``,
 values ``v<k>``; names appear only in comments, escaped so they cannot end the
 line.  Contractions call ``kernels[k]``, opt_einsum expressions built once per set
 of concrete shapes; elementwise nodes are sympy expressions printed against the
