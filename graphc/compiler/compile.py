@@ -179,10 +179,10 @@ class CompiledFunction:
                         f"{leaf.name!r} has dtype {value.dtype} but {float_from!r} has {float_dtype}; "
                         "all float inputs of one call must share a dtype"
                     )
+            if leaf.kind == "int" and kind not in ("i", "u"):
+                raise BindingError(f"{leaf.name!r}: expected an integer array of labels, got dtype {value.dtype}")
             if leaf.name in self._updated and not getattr(getattr(value, "flags", None), "writeable", False):
                 raise BindingError(f"{leaf.name!r} is updated in place, so it must be a writeable numpy array")
-            elif leaf.kind == "int" and kind not in ("i", "u"):
-                raise BindingError(f"{leaf.name!r}: expected an integer array of labels, got dtype {value.dtype}")
             checked.append(value)
         if float_dtype is None:
             float_dtype = np.dtype(np.float64)

@@ -149,14 +149,14 @@ def emit_numpy(outputs: list[Node], name: str = "graph", updates: list | None = 
             return buf
 
         def release(buf):
+            lent.remove(buf)
             bufs.give_back(buf)
 
         try:
             return ["        " + line for line in UfuncLowering(atoms, scratch, release, alias, kind, scalars).lower(op.fn.expr, dest)]
-        finally:
+        finally:  # scratch still lent when the lowering stopped early (a Conflict) goes back too
             for buf in lent:
-                if buf not in sum(bufs.free.values(), []):
-                    bufs.give_back(buf)
+                bufs.give_back(buf)
 
     def elementwise(node: Node) -> list[str]:
         op = node.op

@@ -272,4 +272,3 @@ class UfuncLowering:
         for value, cond in reversed(branches):
             mask = self._operand(cond, temps, "bool")
             self._emit(f"xp.copyto({dest}, {self._operand(value, temps)}, where={mask})", dest)
-        del sp

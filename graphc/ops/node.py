@@ -11,12 +11,9 @@ reported where the user made it.
 from __future__ import annotations
 
 import itertools
-from typing import TYPE_CHECKING, Any, Iterable, Sequence, Union
+from typing import Any, Iterable, Sequence, Union
 
 from graphc.errors import GraphError, ShapeError
-
-if TYPE_CHECKING:  # pragma: no cover
-    pass
 
 Dim = Union[int, str]
 MAX_DIM = 2 ** 40  # no array has a larger axis; a bigger declared dim is a mistake
