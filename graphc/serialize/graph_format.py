@@ -1,7 +1,5 @@
-"""Saving and loading graphs (versioned JSON) and arrays (``.npz``), safely and atomically.
+"""The versioned graph JSON format: ``graph_to_dict``/``graph_from_dict``, ``save_graph``/``load_graph``.
 
-Graph files
------------
 ``save_graph(outputs, path)`` writes every leaf of the outputs' graph and every node
 the outputs depend on, inputs before users; ``load_graph(path)`` rebuilds a new
 :class:`~graphc.ops.node.Graph` and returns ``(graph, outputs)``.  Format, version 1::
@@ -36,9 +34,10 @@ An expression is a JSON tree, never code: ``["Symbol", "x0", {"real": true}]`` (
 ``symbols``; inside ``expr`` a symbol is ``["Symbol", "x0"]``, one of ``symbols``),
 ``["Integer", 3]``, ``["Rational", 1, 2]``, ``["Float", "0.5", 53]`` (decimal text, bits of
 precision), constants such as ``["Pi"]``, ``["BooleanTrue"]``, ``["Piecewise", [[value,
-cond], ...]]`` and ``[class, arg, ...]`` for the classes in :data:`SYMPY_FUNCTIONS`.
-Loading rebuilds it with those sympy constructors and ``evaluate=False`` (no arithmetic on
-untrusted numbers); nothing is ``eval``-ed or ``sympify``-ed from text.  A Piecewise inside
+cond], ...]]`` and ``[class, arg, ...]`` for the classes in
+:data:`~graphc.serialize.expressions.SYMPY_FUNCTIONS`.  Loading rebuilds it with those sympy
+constructors and ``evaluate=False`` (no arithmetic on untrusted numbers); nothing is
+``eval``-ed or ``sympify``-ed from text.  A Piecewise inside
 a condition is refused (sympy folds those in exponential time; sympy never leaves one there).
 
 Everything is checked; the ops re-check shapes.  Any problem raises
@@ -47,11 +46,8 @@ Everything is checked; the ops re-check shapes.  Any problem raises
 up to 2**64.  A custom elementwise function keeps its expression but not its
 ``inverse``/``derivatives`` hints (graphc's built-in functions are restored by name).
 
-Array files
------------
-``save_arrays(path, {"W1": ..., ...}, meta={...})`` writes an ``.npz`` archive (meta as
-JSON in the string entry ``"__meta__"``); ``load_arrays(path)`` reads it back without
-ever unpickling.  Both savers replace their target atomically via :func:`atomic_write`.
+Graph files are written atomically via :func:`~graphc.serialize.atomic.atomic_write`;
+expressions go through :mod:`graphc.serialize.expressions`.
 """
 
 from __future__ import annotations
@@ -59,14 +55,6 @@ from __future__ import annotations
 import functools
 import json
 import math
-import os
-import re
-import secrets
-import stat
-import zipfile
-from typing import Any, Callable
-
-import numpy as np
 
 from graphc.errors import GraphcError, GraphError, SerializationError, ShapeError
 from graphc.ops import elementwise as ew
@@ -74,187 +62,12 @@ from graphc.ops import nn
 from graphc.ops.contraction import LETTERS, Contraction, Spec, bind_letters
 from graphc.ops.leaves import Constant, Delta, DimSize, Input, Param, Zeros, constant
 from graphc.ops.node import KINDS, Graph, Node
+from graphc.serialize.atomic import atomic_write
+from graphc.serialize.expressions import _short, _sp, expr_from_json, expr_to_json
 
 FORMAT, VERSION = "graphc-graph", 1
 MAX_BYTES = 64 << 20  # a graph file larger than this is refused unread
-MAX_DIM, MAX_RANK, MAX_EXPR_DEPTH, MAX_INT = 2**40, 32, 200, 2**64
-META_KEY = "__meta__"
-
-
-def _sp():
-    return ew._sympy()
-
-
-# -- atomic replacement ------------------------------------------------------------------
-def atomic_write(path, write_fn: Callable[[Any], None]) -> None:
-    """Call ``write_fn(binary_file)`` on a temp file next to ``path``, then swap it in.
-
-    The temp file is flushed and fsync-ed, ``os.replace``-d onto ``path`` (atomic), and the
-    directory fsync-ed (best effort), so readers see the old file or the new one, never a
-    torn one.  If ``write_fn`` raises, the temp file is removed and ``path`` is untouched.
-    """
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
-    while True:
-        tmp = os.path.join(folder, f".{os.path.basename(path)}.{secrets.token_hex(6)}.tmp")
-        try:
-            fd = os.open(tmp, flags, 0o666)  # the umask applies, as for an ordinary file
-            break
-        except FileExistsError:  # pragma: no cover - a 48-bit name collision
-            continue
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write_fn(f)
-            f.flush()
-            os.fsync(f.fileno())
-        try:
-            os.chmod(tmp, stat.S_IMODE(os.stat(path).st_mode))  # keep the old file's permissions
-        except OSError:
-            pass
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    try:  # make the rename itself durable; not possible everywhere (Windows)
-        dir_fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-    except OSError:
-        pass
-
-
-# -- sympy expressions as JSON trees ---------------------------------------------------------
-#: The sympy classes an expression may use, besides numbers, symbols, constants and Piecewise.
-SYMPY_FUNCTIONS = ("Add Mul Pow exp log sin cos tan asin acos atan sinh cosh tanh asinh acosh atanh Abs sign "
-                   "floor ceiling Max Min Heaviside erf StrictGreaterThan StrictLessThan GreaterThan LessThan "
-                   "Equality Unequality And Or Not Xor ITE").split()
-
-
-@functools.lru_cache(maxsize=None)
-def _function_table() -> dict:
-    return {n: getattr(_sp(), n) for n in SYMPY_FUNCTIONS}
-
-
-@functools.lru_cache(maxsize=None)
-def _atom_table() -> dict:
-    S = _sp().S
-    return {"Pi": S.Pi, "Exp1": S.Exp1, "Infinity": S.Infinity, "NegativeInfinity": S.NegativeInfinity,
-            "NaN": S.NaN, "ComplexInfinity": S.ComplexInfinity,
-            "ImaginaryUnit": S.ImaginaryUnit, "BooleanTrue": S.true, "BooleanFalse": S.false}
-
-
-def expr_to_json(expr, declared=()) -> list:
-    """A sympy expression as a nested JSON list; symbols in ``declared`` are written by name only."""
-    sp = _sp()
-    if isinstance(expr, sp.Symbol):
-        if expr in declared:
-            return ["Symbol", expr.name]
-        given = getattr(expr, "_assumptions_orig", None)
-        given = expr.assumptions0 if given is None else given
-        return ["Symbol", expr.name, {k: bool(v) for k, v in sorted(given.items()) if v is not None}]
-    if isinstance(expr, sp.Integer):
-        return ["Integer", int(expr)]
-    if isinstance(expr, sp.Rational):
-        return ["Rational", int(expr.p), int(expr.q)]
-    if isinstance(expr, sp.Float):
-        from mpmath import libmp
-
-        return ["Float", libmp.to_str(expr._mpf_, libmp.repr_dps(expr._prec)), int(expr._prec)]
-    name = type(expr).__name__
-    if _atom_table().get(name) is expr:
-        return [name]
-    if isinstance(expr, sp.Piecewise):
-        return ["Piecewise", [[expr_to_json(v, declared), expr_to_json(c, declared)] for v, c in expr.args]]
-    if _function_table().get(name) is type(expr):
-        return [name, *(expr_to_json(a, declared) for a in expr.args)]
-    raise SerializationError(f"cannot save sympy {name} ({_short(expr)}): not a class graph files support "
-                             "(numbers, symbols, constants, Piecewise and serialize.SYMPY_FUNCTIONS)")
-
-
-_FLOAT_TEXT = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
-
-
-def _int(v, what: str) -> int:
-    if isinstance(v, bool) or not isinstance(v, int) or abs(v) > MAX_INT:
-        raise SerializationError(f"{what} must be an integer of at most 2**64 in size, got {_short(v)}")
-    return v
-
-
-def expr_from_json(tree, declared: dict | None = None, depth: int = 0):
-    """Rebuild an expression from :func:`expr_to_json`'s tree, with whitelisted constructors only.
-
-    ``declared`` maps names to the symbols that ``["Symbol", name]`` may refer to.
-    """
-    sp = _sp()
-    if depth > MAX_EXPR_DEPTH:
-        raise SerializationError(f"expression nested deeper than {MAX_EXPR_DEPTH} levels")
-    if not isinstance(tree, list) or not tree or not isinstance(tree[0], str):
-        raise SerializationError(f"an expression must be a list [class, args...], got {_short(tree)}")
-    name, args = tree[0], tree[1:]
-    arity = {"Symbol": (1, 2), "Integer": (1,), "Rational": (2,), "Float": (2,), "Piecewise": (1,)}.get(name)
-    if arity is None and not (name in _atom_table() or name in _function_table()):
-        raise SerializationError(f"unknown or unsupported sympy class {name!r} in expression {_short(tree)}; "
-                                 f"allowed: Symbol, Integer, Rational, Float, Piecewise, "
-                                 f"{', '.join(SYMPY_FUNCTIONS)}, {', '.join(_atom_table())}")
-    if arity is not None and len(args) not in arity:
-        raise SerializationError(f"{name} takes {' or '.join(map(str, arity))} field(s): {_short(tree)}")
-    if name == "Symbol":
-        if len(args) == 1:
-            if not isinstance(args[0], str) or args[0] not in (declared or {}):
-                raise SerializationError(f"expression uses undeclared symbol {_short(args[0])}")
-            return declared[args[0]]
-        from sympy.core.assumptions import _assume_defined
-
-        sym, given = args
-        if not isinstance(sym, str) or not sym or len(sym) > 100 or not isinstance(given, dict) \
-                or any(k not in _assume_defined or not isinstance(v, bool) for k, v in given.items()):
-            raise SerializationError(f"bad symbol {_short(tree)}: expected ['Symbol', name, {{assumption: bool}}]")
-        return _construct(lambda: sp.Symbol(sym, **given), tree)
-    if name == "Integer":
-        return sp.Integer(_int(args[0], "an Integer"))
-    if name == "Rational":
-        p, q = _int(args[0], "a Rational's numerator"), _int(args[1], "a Rational's denominator")
-        if q <= 0:
-            raise SerializationError(f"a Rational's denominator must be positive, got {q}")
-        return sp.Rational(p, q)
-    if name == "Float":
-        text, prec = args
-        if not isinstance(text, str) or len(text) > 1000 or not _FLOAT_TEXT.fullmatch(text) \
-                or isinstance(prec, bool) or not isinstance(prec, int) or not 1 <= prec <= 4096:
-            raise SerializationError(f"bad Float {_short(tree)}: expected ['Float', decimal text, precision bits]")
-        return sp.Float(text, precision=prec)
-    if name in _atom_table():
-        if args:
-            raise SerializationError(f"{name} takes no arguments: {_short(tree)}")
-        return _atom_table()[name]
-    if name == "Piecewise":
-        pairs = args[0]
-        if not isinstance(pairs, list) or not pairs or not all(isinstance(p, list) and len(p) == 2 for p in pairs):
-            raise SerializationError(f"bad Piecewise {_short(tree)}: expected ['Piecewise', [[value, cond], ...]]")
-        built = [tuple(expr_from_json(x, declared, depth + 1) for x in pair) for pair in pairs]
-        if any(cond.has(sp.Piecewise) for _, cond in built):  # sympy would fold it: exponential time
-            raise SerializationError(f"a Piecewise condition may not contain a Piecewise: {_short(tree)}")
-        return _construct(lambda: sp.Piecewise(*built, evaluate=False), tree)
-    built = [expr_from_json(a, declared, depth + 1) for a in args]
-    return _construct(lambda: _function_table()[name](*built, evaluate=False), tree)
-
-
-def _construct(make: Callable, tree):
-    try:
-        return make()
-    except Exception as e:  # sympy's own argument checks: wrong arity, bad types, contradictions
-        raise SerializationError(f"invalid expression {_short(tree)}: {type(e).__name__}: {e}") from None
-
-
-def _short(value) -> str:
-    text = repr(value)
-    return text if len(text) <= 120 else text[:117] + "..."
+MAX_DIM, MAX_RANK = 2**40, 32
 
 
 # -- graphs: saving ---------------------------------------------------------------------------
@@ -648,74 +461,3 @@ def graph_difference(a, b) -> str | None:
 def graphs_equal(a, b) -> bool:
     """Whether two graphs' outputs are structurally equal (see :func:`graph_difference`)."""
     return graph_difference(a, b) is None
-
-
-# -- arrays --------------------------------------------------------------------------------------
-def save_arrays(path, arrays: dict, *, meta: dict | None = None, compress: bool = False) -> None:
-    """Write ``arrays`` (name -> array) and JSON ``meta`` to an ``.npz`` archive, atomically.
-
-    Object arrays are refused: they could only be stored as pickles, which are code.
-    """
-    if not isinstance(arrays, dict):
-        raise SerializationError(f"arrays must be a dict of name -> array, got {type(arrays).__name__}")
-    items = {}
-    for key, value in arrays.items():
-        if not isinstance(key, str) or not key or key == META_KEY or "\x00" in key:
-            raise SerializationError(f"array names must be non-empty strings other than {META_KEY!r}, got {key!r}")
-        items[key] = np.asarray(value)
-        if items[key].dtype.hasobject:
-            raise SerializationError(f"array {key!r} holds Python objects (dtype object), "
-                                     "which cannot be saved without pickle")
-    if meta is not None and not isinstance(meta, dict):
-        raise SerializationError(f"meta must be a dict or None, got {type(meta).__name__}")
-    try:
-        items[META_KEY] = np.array(json.dumps(meta))
-    except (TypeError, ValueError) as e:
-        raise SerializationError(f"meta is not JSON-serialisable: {e}") from None
-
-    def write(f):
-        with zipfile.ZipFile(f, "w", zipfile.ZIP_DEFLATED if compress else zipfile.ZIP_STORED) as z:
-            for key, arr in items.items():
-                with z.open(key + ".npy", "w", force_zip64=True) as member:
-                    np.lib.format.write_array(member, arr, allow_pickle=False)
-
-    atomic_write(path, write)
-
-
-def load_arrays(path) -> tuple[dict, Any]:
-    """Read ``save_arrays``' archive (a path or an open binary file): ``(arrays, meta)``; never unpickles.
-
-    ``meta`` is None when none was saved.  A file that is not an ``.npz`` archive, or holds
-    an object (pickled) array, raises :class:`SerializationError`.
-    """
-    f = path if hasattr(path, "read") else open(path, "rb")
-    try:
-        try:
-            archive = np.load(f, allow_pickle=False)
-        except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
-            raise SerializationError(f"{path!r} is not an .npz archive of plain arrays: {e}") from None
-        if not isinstance(archive, np.lib.npyio.NpzFile):
-            raise SerializationError(f"{path!r} holds a single .npy array, not an .npz archive")
-        arrays = {}
-        with archive:
-            for key in archive.files:
-                try:
-                    arrays[key] = archive[key]
-                    if not isinstance(arrays[key], np.ndarray):  # numpy hands other members over as bytes
-                        raise SerializationError(f"{path!r}: member {key!r} is not an .npy array")
-                except ValueError as e:  # object arrays: numpy refuses before unpickling anything
-                    raise SerializationError(f"{path!r}: array {key!r} cannot be loaded safely: {e}") from None
-                except (OSError, EOFError, zipfile.BadZipFile) as e:
-                    raise SerializationError(f"{path!r}: array {key!r} is damaged: {e}") from None
-    finally:
-        if f is not path:
-            f.close()
-    raw = arrays.pop(META_KEY, None)
-    if raw is None:
-        return arrays, None
-    try:
-        if raw.dtype.kind != "U" or raw.shape != ():
-            raise ValueError(f"it is a {raw.dtype} array of shape {raw.shape}, not a JSON string")
-        return arrays, json.loads(str(raw[()]))
-    except (ValueError, RecursionError) as e:
-        raise SerializationError(f"{path!r}: entry {META_KEY!r} is not valid JSON meta: {e}") from None
