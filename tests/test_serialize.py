@@ -410,7 +410,7 @@ def test_huge_files_are_refused_unread(tmp_path, monkeypatch):
         f.truncate(serialize.MAX_BYTES + 1)  # sparse: costs no disk
     with pytest.raises(SerializationError, match="larger than 67108864 bytes"):
         load_graph(path)
-    monkeypatch.setattr(serialize, "MAX_BYTES", 100)
+    monkeypatch.setattr(serialize.graph_format, "MAX_BYTES", 100)
     with pytest.raises(SerializationError, match="larger than 100 bytes"):
         load_graph(io.StringIO(" " * 101))
 

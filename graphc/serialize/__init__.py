@@ -16,16 +16,11 @@
 
 Any problem loading raises :class:`~graphc.errors.SerializationError`.  Limits: files of at
 most ``MAX_BYTES`` (64 MiB), dims up to 2**40, 32 axes, expressions 200 levels deep, integers
-up to 2**64.  Setting a limit here (``graphc.serialize.MAX_BYTES = ...``) sets it in the
-submodule that uses it, as it did when this package was one module.
+up to 2**64; each lives in the submodule that enforces it (``graph_format.MAX_BYTES``).
 """
 
 from __future__ import annotations
 
-import sys
-import types
-
-from graphc.serialize import arrays, atomic, expressions, graph_format
 from graphc.serialize.arrays import META_KEY, load_arrays, save_arrays
 from graphc.serialize.atomic import atomic_write
 from graphc.serialize.expressions import MAX_EXPR_DEPTH, MAX_INT, SYMPY_FUNCTIONS, expr_from_json, expr_to_json
@@ -41,20 +36,3 @@ __all__ = [
     "graph_to_dict", "graph_from_dict", "save_graph", "load_graph", "graphs_equal", "graph_difference",
     "META_KEY", "save_arrays", "load_arrays",
 ]
-
-_SUBMODULES = (atomic, expressions, graph_format, arrays)
-
-
-class _Package(types.ModuleType):
-    """Assigning a re-exported name here (a limit, or a monkeypatch) also assigns it in every
-    submodule that holds that name, so the code that reads it sees the new value."""
-
-    def __setattr__(self, name, value):
-        if name in __all__:
-            for mod in _SUBMODULES:
-                if name in vars(mod):
-                    setattr(mod, name, value)
-        super().__setattr__(name, value)
-
-
-sys.modules[__name__].__class__ = _Package
