@@ -443,3 +443,11 @@ def test_a_gradient_that_is_a_broadcast_scalar_input_is_a_float_array(graph, val
     got = gc.compile([dx, x])(vals)[0]
     np.testing.assert_array_equal(got, np.full((3, 1), vals["x1"]), strict=True)
     gc.check_grads((x * s).sum(), [x, s], vals)
+
+
+def test_elementwise_arity_counts_parameters_without_defaults():
+    cube = gc.elementwise("cube", lambda x, k=3: x ** k)
+    g = gc.Graph("arity")
+    x = g.input("x", (4,))
+    assert cube.arity == 1
+    gc.check_grads(cube(x).sum(), [x], {"x": np.linspace(0.5, 2.0, 4)})

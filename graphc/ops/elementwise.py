@@ -294,7 +294,9 @@ def elementwise(name: str, build: Callable, arity: int | None = None, **kw) -> E
     if arity is None:
         import inspect
 
-        arity = len(inspect.signature(build).parameters)
+        # Operands are the parameters without defaults (``lambda x, k=2: x**k`` takes one).
+        arity = sum(1 for p in inspect.signature(build).parameters.values()
+                    if p.default is p.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD))
     return ElementwiseFn(name, arity, build, **kw)
 
 
