@@ -81,59 +81,88 @@ class _Buffers:
 
 def emit_numpy(outputs: list[Node], name: str = "graph", updates: list | None = None,
                check_numerics: bool = False) -> Program:
-    updates = [(leaf, node) for leaf, node in (updates or []) if node is not leaf]
-    roots = list(outputs) + [node for _, node in updates] + [leaf for leaf, _ in updates]
-    order = toposort(roots)
-    update_of = {id(node): leaf for leaf, node in updates}
-    # Updates go last, after every read of the old values (none of the rest reads an update).
-    rest = [n for n in order if id(n) not in update_of]
-    late = [n for n in order if id(n) in update_of]
-    if not any(id(i) in update_of for n in rest for i in n.inputs):
-        order = rest + late
-    args, dims, dim_code, shape_code = signature(order)
-    var: dict[int, str] = {id(a): f"a{k}" for k, a in enumerate(args)}
-    owner: dict[int, str | None] = {}
-    position = {id(n): k for k, n in enumerate(order)}
-    last_use: dict[int, int] = {}
-    for k, node in enumerate(order):
-        for i in node.inputs:
-            last_use[id(i)] = k
-    kept = {id(o) for o in outputs} | set(update_of)
-    out_ids = {id(o) for o in outputs}
-    # Leaves still read once every node has run: returned (or viewed by a returned value), or
-    # copied into another update target.  Their updates cannot be written early, in place.
-    read_at_end = {id(b) for b in map(view_base, list(outputs) + [n for _, n in updates]) if b is not None}
+    """The numpy program for ``outputs`` (and in-place ``updates``); see the module docstring."""
+    return NumpyLowering(outputs, name, updates, check_numerics).program()
 
-    bufs = _Buffers(shape_code)
-    consts: list[str] = []
-    kernels: list[Kernel] = []
-    lines: list[str] = []
-    done: set[int] = set()
-    fresh: set[str] = set()  # variables holding arrays made during this call
-    temporaries: list[Node] = []
-    labels: list[str] = []  # node descriptions for the numerics guard, passed to build() as data
-    in_place_updates: set[int] = set()
 
-    def claim(node: Node, buf: str | None) -> None:
-        owner[id(node)] = buf
+class NumpyLowering:
+    """One pass over the nodes in order, choosing a destination for each value and emitting its code.
+
+    The state a reader needs to follow: ``var`` (the code name of each node's value),
+    ``owner`` (the planned buffer that holds it, if any) and ``bufs.refs`` (how many live
+    values a buffer holds: a value and its views).  A buffer returns to the pool when its
+    last holder has been read for the last time (``last_use``).  Writing into a buffer or a
+    parameter in place is allowed only where nothing reads the old value afterwards:
+    ``_update_in_place`` and ``_into_dying_operand`` check that, and ``UfuncLowering``
+    raises Conflict if the expression itself would read it after the write.
+    """
+
+    def __init__(self, outputs: list[Node], name: str, updates: list | None, check_numerics: bool):
+        self.outputs = list(outputs)
+        self.name = name
+        self.check_numerics = check_numerics
+        self.updates = [(leaf, node) for leaf, node in (updates or []) if node is not leaf]
+        roots = self.outputs + [node for _, node in self.updates] + [leaf for leaf, _ in self.updates]
+        order = toposort(roots)
+        self.update_of = {id(node): leaf for leaf, node in self.updates}
+        # Updates go last, after every read of the old values (none of the rest reads an update).
+        rest = [n for n in order if id(n) not in self.update_of]
+        late = [n for n in order if id(n) in self.update_of]
+        if not any(id(i) in self.update_of for n in rest for i in n.inputs):
+            order = rest + late
+        self.order = order
+        self.args, self.dims, self.dim_code, self.shape_code = signature(order)
+        self.var: dict[int, str] = {id(a): f"a{k}" for k, a in enumerate(self.args)}
+        self.owner: dict[int, str | None] = {}
+        self.position = {id(n): k for k, n in enumerate(order)}
+        self.last_use: dict[int, int] = {}
+        for k, node in enumerate(order):
+            for i in node.inputs:
+                self.last_use[id(i)] = k
+        self.out_ids = {id(o) for o in self.outputs}
+        self.kept = self.out_ids | set(self.update_of)
+        # Leaves still read once every node has run: returned (or viewed by a returned value), or
+        # copied into another update target.  Their updates cannot be written early, in place.
+        self.read_at_end = {id(b) for b in map(view_base, self.outputs + [n for _, n in self.updates])
+                            if b is not None}
+        self.bufs = _Buffers(self.shape_code)
+        self.consts: list[str] = []
+        self.kernels: list[Kernel] = []
+        self.lines: list[str] = []
+        self.done: set[int] = set()  # nodes computed early (the softmax beside its loss)
+        self.fresh: set[str] = set()  # variables holding arrays made during this call
+        self.temporaries: list[Node] = []  # kept alive so their id() is never reused
+        self.labels: list[str] = []  # node descriptions for the numerics guard, passed to build() as data
+        self.in_place_updates: set[int] = set()
+
+    # -- destinations ---------------------------------------------------------------------
+    def claim(self, node: Node, buf: str | None) -> None:
+        self.owner[id(node)] = buf
         if buf is not None:
-            bufs.refs[buf] += 1
+            self.bufs.refs[buf] += 1
 
-    def dest_for(node: Node, kind: str = "float") -> str:
+    def fresh_var(self, node: Node) -> str:
+        """A variable for an array made by this very call (returned as it is)."""
+        v = f"v{self.position[id(node)]}"
+        self.var[id(node)] = v
+        self.claim(node, None)
+        self.fresh.add(v)
+        return v
+
+    def dest_for(self, node: Node, kind: str = "float") -> str:
         """A buffer for ``node``'s value: fresh per call for outputs, else planned."""
-        if id(node) in out_ids:
-            v = f"v{position[id(node)]}"
+        if id(node) in self.out_ids:
+            v = self.fresh_var(node)
             dtype = "bool" if kind == "bool" else "dtype"
-            lines.append(f"        {v} = xp.empty({shape_code(node.shape)}, dtype={dtype})")
-            claim(node, None)
-            fresh.add(v)
+            self.lines.append(f"        {v} = xp.empty({self.shape_code(node.shape)}, dtype={dtype})")
             return v
-        buf = bufs.take(node.shape, kind)
-        claim(node, buf)
+        buf = self.bufs.take(node.shape, kind)
+        self.claim(node, buf)
         return buf
 
-    def ufuncs(node: Node, dest: str, alias=None) -> list[str]:
-        op = node.op
+    # -- elementwise ------------------------------------------------------------------------
+    def ufuncs(self, node: Node, dest: str, alias=None) -> list[str]:
+        op, var, bufs = node.op, self.var, self.bufs
         kind = "bool" if node.kind == "bool" else "float"
         atoms = {s: view(var[id(i)], idx, op.out_indices) if i.ndim else var[id(i)]
                  for s, i, idx in zip(op.fn.symbols, node.inputs, op.in_indices)}
@@ -153,50 +182,65 @@ def emit_numpy(outputs: list[Node], name: str = "graph", updates: list | None = 
             bufs.give_back(buf)
 
         try:
-            return ["        " + line for line in UfuncLowering(atoms, scratch, release, alias, kind, scalars).lower(op.fn.expr, dest)]
+            lowering = UfuncLowering(atoms, scratch, release, alias, kind, scalars)
+            return ["        " + line for line in lowering.lower(op.fn.expr, dest)]
         finally:  # scratch still lent when the lowering stopped early (a Conflict) goes back too
             for buf in lent:
                 bufs.give_back(buf)
 
-    def elementwise(node: Node) -> list[str]:
-        op = node.op
-        kind = node.kind if node.kind == "bool" else "float"
-        leaf = update_of.get(id(node))
-        if leaf is not None and id(leaf) in var and id(leaf) not in read_at_end and not any(
-                view_base(i) is leaf for n in order[position[id(node)] + 1:] for i in n.inputs):
-            # The update writes the parameter itself, if it reads its old value only here.
-            alias = next((s for s, i in zip(op.fn.symbols, node.inputs) if i is leaf), None)
-            if sum(i is leaf for i in node.inputs) <= 1:
-                try:
-                    code = ufuncs(node, var[id(leaf)], alias)
-                    in_place_updates.add(id(node))
-                    var[id(node)] = var[id(leaf)]
-                    claim(node, None)
-                    return code
-                except Conflict:
-                    pass
-        if id(node) not in out_ids:
-            for s, i, idx in zip(op.fn.symbols, node.inputs, op.in_indices):
-                buf = owner.get(id(i))
-                if (buf is None or var[id(i)] != buf or last_use.get(id(i)) != position[id(node)]
-                        or id(i) in kept or bufs.refs[buf] != 1 or i.shape != node.shape
-                        or idx != op.out_indices or bufs.key[buf][1] != kind
-                        or sum(j is i for j in node.inputs) != 1):
-                    continue
-                try:
-                    code = ufuncs(node, buf, s)
-                except Conflict:
-                    continue
-                owner[id(i)] = None  # the buffer passes to this node
-                var[id(node)] = buf
-                claim(node, buf)
-                bufs.refs[buf] = 1
-                return code
-        dest = dest_for(node, kind)
-        var[id(node)] = dest
-        return ufuncs(node, dest)
+    def _update_in_place(self, node: Node) -> list[str] | None:
+        """Write an update straight into its parameter, if nothing reads the old value later."""
+        leaf = self.update_of.get(id(node))
+        if (leaf is None or id(leaf) not in self.var or id(leaf) in self.read_at_end
+                or sum(i is leaf for i in node.inputs) > 1
+                or any(view_base(i) is leaf for n in self.order[self.position[id(node)] + 1:] for i in n.inputs)):
+            return None
+        alias = next((s for s, i in zip(node.op.fn.symbols, node.inputs) if i is leaf), None)
+        try:
+            code = self.ufuncs(node, self.var[id(leaf)], alias)
+        except Conflict:
+            return None
+        self.in_place_updates.add(id(node))
+        self.var[id(node)] = self.var[id(leaf)]
+        self.claim(node, None)
+        return code
 
-    def contraction(node: Node) -> list[str]:
+    def _into_dying_operand(self, node: Node) -> list[str] | None:
+        """Write into the buffer of an operand read for the last time here, if the lowering allows."""
+        op, kind = node.op, ("bool" if node.kind == "bool" else "float")
+        if id(node) in self.out_ids:
+            return None
+        for s, i, idx in zip(op.fn.symbols, node.inputs, op.in_indices):
+            buf = self.owner.get(id(i))
+            if (buf is None or self.var[id(i)] != buf or self.last_use.get(id(i)) != self.position[id(node)]
+                    or id(i) in self.kept or self.bufs.refs[buf] != 1 or i.shape != node.shape
+                    or idx != op.out_indices or self.bufs.key[buf][1] != kind
+                    or sum(j is i for j in node.inputs) != 1):
+                continue
+            try:
+                code = self.ufuncs(node, buf, s)
+            except Conflict:
+                continue
+            self.owner[id(i)] = None  # the buffer passes to this node
+            self.var[id(node)] = buf
+            self.claim(node, buf)
+            self.bufs.refs[buf] = 1
+            return code
+        return None
+
+    def elementwise(self, node: Node) -> list[str]:
+        code = self._update_in_place(node)
+        if code is None:
+            code = self._into_dying_operand(node)
+        if code is None:
+            dest = self.dest_for(node, "bool" if node.kind == "bool" else "float")
+            self.var[id(node)] = dest
+            code = self.ufuncs(node, dest)
+        return code
+
+    # -- contractions ----------------------------------------------------------------------
+    def contraction(self, node: Node) -> list[str]:
+        var, position, shape_code = self.var, self.position, self.shape_code
         spec = node.op.spec
         ins = [var[id(i)] for i in node.inputs]
         present = set("".join(spec.inputs))
@@ -206,35 +250,31 @@ def emit_numpy(outputs: list[Node], name: str = "graph", updates: list | None = 
         if single and sorted(term) == sorted(core) and core == spec.output:  # transpose: a view
             v = f"v{position[id(node)]}"
             var[id(node)] = v
-            claim(node, owner.get(id(node.inputs[0])))
+            self.claim(node, self.owner.get(id(node.inputs[0])))
             return [f"        {v} = xp.permute_dims({ins[0]}, {tuple(term.index(c) for c in core)})"]
         if core != spec.output:  # broadcast: a view of the core result
             sizes = letter_sizes(node)
             expanded = tuple(sizes[c] if c in present else 1 for c in spec.output)
             inner = Node(node.graph, Contraction(type(spec)(spec.inputs, core)), node.inputs,
                          tuple(sizes[c] for c in core), "float", None)
-            temporaries.append(inner)  # alive until emission ends, so its id() is never reused
+            self.temporaries.append(inner)
             position[id(inner)] = position[id(node)]
-            last_use[id(inner)] = last_use.get(id(node), 0)
-            code = contraction(inner) if core or len(node.inputs) > 1 or term else []
+            self.last_use[id(inner)] = self.last_use.get(id(node), 0)
+            code = self.contraction(inner) if core or len(node.inputs) > 1 or term else []
             base = var[id(inner)] if id(inner) in var else ins[0]
             v = f"v{position[id(node)]}"
             var[id(node)] = v
-            claim(node, owner.get(id(inner)) or owner.get(id(node.inputs[0])))
+            self.claim(node, self.owner.get(id(inner)) or self.owner.get(id(node.inputs[0])))
             return code + [f"        {v} = xp.broadcast_to(xp.reshape({base}, {shape_code(expanded)}), "
                            f"{shape_code(node.shape)})"]
         if not node.shape:  # a scalar: returned fresh (opt_einsum cannot write a 0-d out=)
-            v = f"v{position[id(node)]}"
-            var[id(node)] = v
-            claim(node, None)
-            fresh.add(v)
+            v = self.fresh_var(node)
             if single and not core:
-                return [f"        {v} = xp.sum({ins[0]})"] if len(set(term)) == len(term) else [
-                    f"        {v} = xp.einsum('{spec}', {ins[0]})"]
-            k = len(kernels)
-            kernels.append(Kernel(str(spec), [i.shape for i in node.inputs]))
+                return [f"        {v} = xp.sum({ins[0]})"]
+            k = len(self.kernels)
+            self.kernels.append(Kernel(str(spec), [i.shape for i in node.inputs]))
             return [f"        {v} = k{k}({', '.join(ins)})"]
-        dest = dest_for(node)
+        dest = self.dest_for(node)
         var[id(node)] = dest
         plan = gemm(spec)
         if plan is not None:
@@ -248,95 +288,99 @@ def emit_numpy(outputs: list[Node], name: str = "graph", updates: list | None = 
             axes = tuple(k for k, c in enumerate(term) if c not in core)
             axis = axes[0] if len(axes) == 1 else axes
             return [f"        xp.add.reduce({ins[0]}, axis={axis}, out={dest})"]  # no np.sum wrapper
-        k = len(kernels)
-        kernels.append(Kernel(",".join(spec.inputs) + "->" + core, [i.shape for i in node.inputs]))
+        k = len(self.kernels)
+        self.kernels.append(Kernel(",".join(spec.inputs) + "->" + core, [i.shape for i in node.inputs]))
         return [f"        k{k}({', '.join(ins)}, out={dest})"]
 
-    for node in order:
-        if id(node) in var or id(node) in done:
-            continue
+    # -- the rest ----------------------------------------------------------------------------
+    def constant(self, node: Node) -> None:
+        """Constants, zeros and δ: made once in build()."""
         op = node.op
-        ins = [var.get(id(i)) for i in node.inputs]
-        if isinstance(op, DimSize):
-            var[id(node)] = dim_code(op.dim)
-            claim(node, None)
-            continue
-        if isinstance(op, (Constant, Zeros, Delta)):
-            v = f"c{len(consts)}"
-            rhs = (f"xp.asarray({op.value!r}, dtype=dtype)" if isinstance(op, Constant) else
-                   f"xp.zeros({shape_code(node.shape)}, dtype=dtype)" if isinstance(op, Zeros) else
-                   f"xp.eye({dim_code(node.shape[0])}, dtype=dtype)")
-            consts.append(f"    {v} = {rhs}")
-            var[id(node)] = v
-            claim(node, None)
-            continue
-        if isinstance(op, Elementwise):
-            code = elementwise(node)
-        elif isinstance(op, Contraction):
-            code = contraction(node)
-        elif isinstance(op, (Softmax, LogSoftmax)):
-            dest = dest_for(node)
-            var[id(node)] = dest
-            code = [f"        rt.np_{op.kind_name}({ins[0]}, out={dest})"]
-        elif isinstance(op, SoftmaxCrossEntropy):
-            # The gradient's softmax of the same logits is computed in the same pass.
-            y = next((n for n in order[position[id(node)]:] if isinstance(n.op, Softmax)
-                      and n.inputs[0] is node.inputs[0] and id(n) not in var), None)
-            y_code = "None"
-            if y is not None:
-                y_code = dest_for(y)
-                var[id(y)] = y_code
-                done.add(id(y))
-            helper = "np_softmax_ce_labels" if op.integer_labels else "np_softmax_ce"
-            v = f"v{position[id(node)]}"
-            var[id(node)] = v
-            claim(node, None)
-            fresh.add(v)
-            code = [f"        {v} = rt.{helper}({ins[0]}, {ins[1]}, {y_code})"]
-        elif isinstance(op, OneHot):
-            dest = dest_for(node)
-            var[id(node)] = dest
-            code = [f"        rt.np_one_hot({ins[0]}, out={dest})"]
-        elif isinstance(op, Argmax):
-            v = f"v{position[id(node)]}"
-            var[id(node)] = v
-            claim(node, None)
-            fresh.add(v)
-            code = [f"        {v} = xp.argmax({ins[0]}, axis=-1)"]
-        elif isinstance(op, Input):  # pragma: no cover - leaves are arguments
-            continue
-        else:  # pragma: no cover
-            raise GraphError(f"compile: no numpy lowering for {op.describe()} of {node.name!r}")
-        comment = safe(formula(node))
-        lines.append(f"        # {comment if len(comment) < 150 else comment[:147] + '...'}")
-        lines.extend(code)
-        if check_numerics and node.kind == "float":
-            lines.append(f"        rt.check_finite(xp, {var[id(node)]}, labels[{len(labels)}])")
-            labels.append(formula(node))
-        # Values read for the last time here give their buffers back.
-        k = position[id(node)]
-        for i in set(map(id, node.inputs)):
-            if last_use.get(i) == k and i not in kept:
-                buf = owner.get(i)
-                if buf is not None:
-                    bufs.refs[buf] -= 1
-                    if bufs.refs[buf] == 0:
-                        bufs.give_back(buf)
-                    owner[i] = None
+        v = f"c{len(self.consts)}"
+        rhs = (f"xp.asarray({op.value!r}, dtype=dtype)" if isinstance(op, Constant) else
+               f"xp.zeros({self.shape_code(node.shape)}, dtype=dtype)" if isinstance(op, Zeros) else
+               f"xp.eye({self.dim_code(node.shape[0])}, dtype=dtype)")
+        self.consts.append(f"    {v} = {rhs}")
+        self.var[id(node)] = v
+        self.claim(node, None)
 
-    # Returned arrays are the caller's: fresh per call, never a planned buffer or a view, and
-    # copied before any deferred update is written, so they hold the values of this call.
-    results, returned = [], set()
-    for k, o in enumerate(outputs):  # an array returned twice is copied: outputs never share memory
-        x = var[id(o)]
-        if x in fresh and x not in returned:
-            results.append(x)
-        else:
-            lines.append(f"        r{k} = rt.materialize(xp, {x})")
-            results.append(f"r{k}")
-        returned.add(x)
-    lines.extend(deferred_updates(updates, in_place_updates, var))
-    source = assemble(f"{safe(name)} (numpy, planned buffers)", args, dims, dim_code, len(kernels),
-                      bufs.decls + consts, lines, results)
-    return Program(name, source, args, dims, list(outputs), kernels=kernels, updates=updates, order=order,
-                   labels=labels)
+    def softmax_cross_entropy(self, node: Node, ins: list[str]) -> list[str]:
+        # The gradient's softmax of the same logits is computed in the same pass.
+        y = next((n for n in self.order[self.position[id(node)]:] if isinstance(n.op, Softmax)
+                  and n.inputs[0] is node.inputs[0] and id(n) not in self.var), None)
+        y_code = "None"
+        if y is not None:
+            y_code = self.dest_for(y)
+            self.var[id(y)] = y_code
+            self.done.add(id(y))
+        helper = "np_softmax_ce_labels" if node.op.integer_labels else "np_softmax_ce"
+        v = self.fresh_var(node)
+        return [f"        {v} = rt.{helper}({ins[0]}, {ins[1]}, {y_code})"]
+
+    def lower(self, node: Node) -> list[str] | None:
+        """The statements computing ``node`` (None for values that need none)."""
+        op = node.op
+        ins = [self.var.get(id(i)) for i in node.inputs]
+        if isinstance(op, DimSize):
+            self.var[id(node)] = self.dim_code(op.dim)
+            self.claim(node, None)
+            return None
+        if isinstance(op, (Constant, Zeros, Delta)):
+            self.constant(node)
+            return None
+        if isinstance(op, Elementwise):
+            return self.elementwise(node)
+        if isinstance(op, Contraction):
+            return self.contraction(node)
+        if isinstance(op, (Softmax, LogSoftmax, OneHot)):
+            dest = self.dest_for(node)
+            self.var[id(node)] = dest
+            return [f"        rt.np_{op.kind_name}({ins[0]}, out={dest})"]
+        if isinstance(op, SoftmaxCrossEntropy):
+            return self.softmax_cross_entropy(node, ins)
+        if isinstance(op, Argmax):
+            return [f"        {self.fresh_var(node)} = xp.argmax({ins[0]}, axis=-1)"]
+        raise GraphError(f"compile: no numpy lowering for {op.describe()} of {node.name!r}")  # pragma: no cover
+
+    def free_dead_inputs(self, node: Node) -> None:
+        """Values read for the last time by ``node`` give their buffers back."""
+        k = self.position[id(node)]
+        for i in set(map(id, node.inputs)):
+            if self.last_use.get(i) == k and i not in self.kept:
+                buf = self.owner.get(i)
+                if buf is not None:
+                    self.bufs.refs[buf] -= 1
+                    if self.bufs.refs[buf] == 0:
+                        self.bufs.give_back(buf)
+                    self.owner[i] = None
+
+    def program(self) -> Program:
+        for node in self.order:
+            if id(node) in self.var or id(node) in self.done:
+                continue
+            code = self.lower(node)
+            if code is None:
+                continue
+            comment = safe(formula(node))
+            self.lines.append(f"        # {comment if len(comment) < 150 else comment[:147] + '...'}")
+            self.lines.extend(code)
+            if self.check_numerics and node.kind == "float":
+                self.lines.append(f"        rt.check_finite(xp, {self.var[id(node)]}, labels[{len(self.labels)}])")
+                self.labels.append(formula(node))
+            self.free_dead_inputs(node)
+        # Returned arrays are the caller's: fresh per call, never a planned buffer or a view, and
+        # copied before any deferred update is written, so they hold the values of this call.
+        results, returned = [], set()
+        for k, o in enumerate(self.outputs):  # an array returned twice is copied: outputs never share memory
+            x = self.var[id(o)]
+            if x in self.fresh and x not in returned:
+                results.append(x)
+            else:
+                self.lines.append(f"        r{k} = rt.materialize(xp, {x})")
+                results.append(f"r{k}")
+            returned.add(x)
+        self.lines.extend(deferred_updates(self.updates, self.in_place_updates, self.var))
+        source = assemble(f"{safe(self.name)} (numpy, planned buffers)", self.args, self.dims, self.dim_code,
+                          len(self.kernels), self.bufs.decls + self.consts, self.lines, results)
+        return Program(self.name, source, self.args, self.dims, self.outputs, kernels=self.kernels,
+                       updates=self.updates, order=self.order, labels=self.labels)
