@@ -59,6 +59,16 @@ def view_base(node: Node) -> Node | None:
         node = node.inputs[0]
 
 
+def constant_rhs(node: Node, shape_code, dim_code) -> str:
+    """Code making a constant, a zeros array or a δ (identity) in the call's dtype."""
+    op = node.op
+    if isinstance(op, Constant):
+        return f"xp.asarray({op.value!r}, dtype=dtype)"
+    if isinstance(op, Zeros):
+        return f"xp.zeros({shape_code(node.shape)}, dtype=dtype)"
+    return f"xp.eye({dim_code(node.shape[0])}, dtype=dtype)"
+
+
 def deferred_updates(updates: list, done: set, var: dict) -> list[str]:
     """Write the updates not already done in place; every new value is read before any is written."""
     pending = [(leaf, node) for leaf, node in updates if id(node) not in done]
@@ -139,12 +149,8 @@ def emit(outputs: list[Node], name: str = "graph", updates: list | None = None,
             var[id(node)] = dim_code(op.dim)
             continue
         v = var[id(node)] = f"v{len(body)}"
-        if isinstance(op, Constant):
-            rhs = f"xp.asarray({op.value!r}, dtype=dtype)"
-        elif isinstance(op, Zeros):
-            rhs = f"xp.zeros({shape_code(node.shape)}, dtype=dtype)"
-        elif isinstance(op, Delta):
-            rhs = f"xp.eye({dim_code(node.shape[0])}, dtype=dtype)"
+        if isinstance(op, (Constant, Zeros, Delta)):
+            rhs = constant_rhs(node, shape_code, dim_code)
         elif isinstance(op, Contraction):
             rhs = _contraction(node, ins, kernels, dim_code, shape_code)
         elif isinstance(op, Elementwise):

@@ -14,7 +14,9 @@ step that runs thousands of times then allocates only its returned arrays.
 
 from __future__ import annotations
 
-from graphc.compiler.emit import Kernel, Program, assemble, deferred_updates, signature, view, view_base
+from graphc.compiler.emit import (
+    Kernel, Program, assemble, constant_rhs, deferred_updates, signature, view, view_base,
+)
 from graphc.compiler.notation import formula, safe
 from graphc.compiler.ufuncs import Conflict, UfuncLowering
 from graphc.compiler.walk import toposort
@@ -295,12 +297,8 @@ class NumpyLowering:
     # -- the rest ----------------------------------------------------------------------------
     def constant(self, node: Node) -> None:
         """Constants, zeros and δ: made once in build()."""
-        op = node.op
         v = f"c{len(self.consts)}"
-        rhs = (f"xp.asarray({op.value!r}, dtype=dtype)" if isinstance(op, Constant) else
-               f"xp.zeros({self.shape_code(node.shape)}, dtype=dtype)" if isinstance(op, Zeros) else
-               f"xp.eye({self.dim_code(node.shape[0])}, dtype=dtype)")
-        self.consts.append(f"    {v} = {rhs}")
+        self.consts.append(f"    {v} = {constant_rhs(node, self.shape_code, self.dim_code)}")
         self.var[id(node)] = v
         self.claim(node, None)
 
