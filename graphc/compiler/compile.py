@@ -72,7 +72,7 @@ class CompiledFunction:
         if lowering == "array_api":
             self.program = self._generic_program()
         elif lowering == "auto":
-            self.program = emit_numpy(*self._simplified[:1], name, self._simplified[1], check_numerics)
+            self.program = emit_numpy(*self._simplified[:1], name, self._simplified[1], check_numerics, fuse)
             self._builds["numpy"] = self._exec(self.program)
         else:
             raise GraphError(f"compile: lowering must be 'auto' or 'array_api', got {lowering!r}")

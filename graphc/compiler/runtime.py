@@ -6,6 +6,7 @@ numpy and the same source runs on any array-API library.
 
 from __future__ import annotations
 
+from graphc.compiler.blas import GemmAccumulate  # noqa: F401 - called by the numpy lowering's code
 from graphc.errors import BindingError, NumericsError
 
 
@@ -61,51 +62,92 @@ def materialize(xp, a):
 
 # -- numpy lowering: the same operations writing into planned buffers -------------------
 
-def np_softmax(a, out):
-    import numpy as np
+class NpRowSoftmax:
+    """Softmax, log-softmax and softmax cross-entropy over the last axis of one logits
+    shape, with every temporary allocated once (the numpy lowering makes one per node in
+    ``build``).
 
-    np.subtract(a, a.max(axis=-1, keepdims=True), out=out)
-    np.exp(out, out=out)
-    out /= out.sum(axis=-1, keepdims=True)
-    return out
+    Two choices are made here, once, because the step runs them thousands of times on
+    small arrays where numpy's per-call overhead is most of the cost:
 
+    * row sums are a matrix-vector product with a ones vector (BLAS), not ``add.reduce``
+      over a short last axis, which numpy loops over row by row;
+    * for a matrix with few columns, the row maximum is taken over a transposed copy,
+      whose reduction runs over contiguous rows (3x faster for 100 x 10 logits).
 
-def np_log_softmax(a, out):
-    import numpy as np
-
-    np.subtract(a, a.max(axis=-1, keepdims=True), out=out)
-    out -= np.log(np.exp(out).sum(axis=-1, keepdims=True))
-    return out
-
-
-def np_softmax_ce(a, t, y=None):
-    """Softmax cross-entropy (mean over rows); also leaves softmax(a) in ``y`` for the gradient.
-
-    ufunc reductions are called directly: the step runs this thousands of times on
-    small arrays, where ndarray.max/sum's Python wrappers cost as much as the work.
+    ufunc methods are called with positional arguments: their keyword parsing costs
+    as much as the work on arrays this small.
     """
-    import numpy as np
 
-    shifted = np.subtract(a, np.maximum.reduce(a, axis=-1, keepdims=True), out=y)
-    e = np.exp(shifted)
-    total = np.add.reduce(e, axis=-1, keepdims=True)
-    np.subtract(shifted, np.log(total), out=shifted)  # log softmax(a)
-    loss = -np.vdot(t, shifted) / _batch(a)
-    np.divide(e, total, out=shifted)  # softmax(a)
-    return a.dtype.type(loss)
+    def __init__(self, shape: tuple, dtype):
+        import numpy as np
 
+        self.np = np
+        rows = shape[:-1] + (1,)
+        self.shifted = np.empty(shape, dtype)
+        self.m = np.empty(rows, dtype)
+        self.s = np.empty(rows, dtype)
+        self.ones = np.ones((shape[-1], 1), dtype)
+        self.batch = shape[0] if len(shape) > 1 else 1
+        small = len(shape) == 2 and shape[-1] <= 64 and shape[0] > 1
+        self.transposed = np.empty(shape[::-1], dtype) if small else None
+        self.m_flat = self.m.reshape(-1)
 
-def np_softmax_ce_labels(a, labels, y=None):
-    import numpy as np
+    def _shift(self, a, out):
+        """``out = a - max(a)`` row by row; returns ``out``."""
+        np = self.np
+        if self.transposed is not None:
+            np.copyto(self.transposed, a.T)
+            np.maximum.reduce(self.transposed, 0, None, self.m_flat)
+        else:
+            np.maximum.reduce(a, -1, None, self.m, True)
+        return np.subtract(a, self.m, out)
 
-    check_labels(np, labels, a.shape[-1])
-    shifted = np.subtract(a, np.maximum.reduce(a, axis=-1, keepdims=True), out=y)
-    picked = np.add.reduce(np.take_along_axis(shifted, labels.reshape(labels.shape + (1,)), axis=-1), axis=None)
-    np.exp(shifted, out=shifted)
-    total = np.add.reduce(shifted, axis=-1, keepdims=True)
-    loss = (np.add.reduce(np.log(total), axis=None) - picked) / _batch(a)
-    np.divide(shifted, total, out=shifted)
-    return a.dtype.type(loss)
+    def softmax(self, a, out):
+        np = self.np
+        self._shift(a, out)
+        np.exp(out, out)
+        np.dot(out, self.ones, self.s)
+        return np.divide(out, self.s, out)
+
+    def log_softmax(self, a, out):
+        np = self.np
+        self._shift(a, out)
+        np.exp(out, self.shifted)
+        np.dot(self.shifted, self.ones, self.s)
+        np.log(self.s, self.s)
+        return np.subtract(out, self.s, out)
+
+    def cross_entropy(self, a, t, y=None):
+        """mean over rows of -Σ_c t·log softmax(a); leaves softmax(a) in ``y`` when given.
+
+        -Σ_c t·(shifted - log Σexp) = Σ_n (Σ_c t)·log Σexp - Σ t·shifted: exact for any t.
+        """
+        np = self.np
+        y = self.shifted if y is None else y
+        self._shift(a, y)
+        picked = np.vdot(t, y)
+        np.exp(y, y)
+        s = self.s
+        np.dot(y, self.ones, s)
+        np.divide(y, s, y)  # softmax(a)
+        np.log(s, s)
+        np.dot(t, self.ones, self.m)  # Σ_c t per row (1 for one-hot rows)
+        return a.dtype.type((np.vdot(self.m, s) - picked) / self.batch)
+
+    def cross_entropy_labels(self, a, labels, y=None):
+        """The same loss with integer labels: log softmax picked at each row's label."""
+        np = self.np
+        check_labels(np, labels, a.shape[-1])
+        y = self.shifted if y is None else y
+        self._shift(a, y)
+        picked = np.add.reduce(np.take_along_axis(y, labels.reshape(labels.shape + (1,)), axis=-1), axis=None)
+        np.exp(y, y)
+        s = self.s
+        np.dot(y, self.ones, s)
+        np.divide(y, s, y)
+        np.log(s, s)
+        return a.dtype.type((np.add.reduce(s, axis=None) - picked) / self.batch)
 
 
 def np_one_hot(labels, out):

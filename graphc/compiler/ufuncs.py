@@ -6,7 +6,10 @@
     xp.multiply(v2, b4, out=b3)
 
 Every call has ``out=``; sub-expressions go to scratch buffers the caller lends.
-Python scalars stay literals (numpy keeps the array's dtype for them).  When the
+Scalars that are fixed once the dims are known (numbers, constants, dims and their
+products) go through the caller's ``hoist``, which makes them 0-d arrays of the
+step's dtype in ``build``: numpy converts a Python float on every call, which costs
+more than the multiply itself on the small arrays of a training step.  When the
 destination aliases an operand (an in-place update), the lowering reports a
 conflict if it would write the destination before its last read of that operand,
 and the caller picks another destination.
@@ -49,11 +52,16 @@ class UfuncLowering:
     ``atoms`` maps each symbol to the code of its operand (a variable or a view);
     ``scratch(kind)`` lends a buffer of the output's shape (``kind`` 'float' or 'bool')
     and ``release(name)`` returns it; ``alias`` is the symbol whose operand *is* ``dest``.
+    ``static`` are the symbols whose operands are fixed per build (constants, dims), and
+    ``hoist(code)`` returns the name of a build-time value for a static scalar's code.
     """
 
-    def __init__(self, atoms: dict, scratch, release, alias=None, dest_kind: str = "float", scalars=()):
+    def __init__(self, atoms: dict, scratch, release, alias=None, dest_kind: str = "float", scalars=(),
+                 static=(), hoist=None):
         self.dest_kind = dest_kind
         self.scalars = set(scalars)  # symbols whose operands are 0-d: folded as Python scalars
+        self.static = set(static)
+        self.hoist = hoist or (lambda code: code)
         self.atoms = atoms
         self.scratch = scratch
         self.release = release
@@ -85,7 +93,7 @@ class UfuncLowering:
         """
         lit = self._literal(e)
         if lit is not None:
-            return lit
+            return self.hoist(lit) if self._is_static(e) else lit
         if into is not None and kind == ("bool" if _is_bool(e) else "float") == self.dest_kind:
             self._compute(e, into)
             return into
@@ -104,7 +112,7 @@ class UfuncLowering:
         self.dest = dest
         lit = self._literal(expr)
         if lit is not None:
-            self._emit(f"xp.copyto({dest}, {lit})", dest)
+            self._emit(f"xp.copyto({dest}, {self.hoist(lit) if self._is_static(expr) else lit})", dest)
         else:
             self._compute(expr, dest)
         return self.lines
@@ -181,6 +189,10 @@ class UfuncLowering:
         for t in neg:
             self._emit(f"xp.{inverse_op}({dest}, {self._operand(t, temps)}, out={dest})", dest)
 
+    def _is_static(self, e) -> bool:
+        """A number or a build-time scalar (not a bool, not a per-call input)."""
+        return (bool(e.is_number) and e.is_real) or (e in self.static and e in self.scalars)
+
     def _is_scalar(self, f) -> bool:
         # The aliased operand is never folded into the scalar factor: that factor is applied
         # last, after the destination (which *is* the aliased operand) has been written.
@@ -202,6 +214,7 @@ class UfuncLowering:
         array_den = [f for f in den if not self._is_scalar(f)]
         scalar_num = [self._literal(f) for f in num if self._is_scalar(f) and f != 1]
         scalar_den = [self._literal(f) for f in den if self._is_scalar(f)]
+        static = all(self._is_static(f) for f in num + den if self._is_scalar(f))
         scale, op = None, "multiply"
         if scalar_num:
             scale = "*".join(scalar_num)
@@ -212,15 +225,20 @@ class UfuncLowering:
             if len(scalar_den) > 1:
                 scale = f"({scale})"
         if not arrays:
-            numerator = scale if op == "multiply" else f"1/{scale}"
+            if op == "divide" and scale is not None:
+                scale = f"1/{scale}"
+            hoisted = scale if scale is None or not static else self.hoist(scale)
+            numerator = hoisted or self.hoist("1")
             if array_den:
                 first = self._operand(array_den.pop(0), temps)
-                self._emit(f"xp.divide({numerator or 1}, {first}, out={dest})", dest)
+                self._emit(f"xp.divide({numerator}, {first}, out={dest})", dest)
                 for f in array_den:
                     self._emit(f"xp.divide({dest}, {self._operand(f, temps)}, out={dest})", dest)
             else:
-                self._emit(f"xp.copyto({dest}, {numerator or 1})", dest)
+                self._emit(f"xp.copyto({dest}, {numerator})", dest)
             return
+        if scale is not None and static:
+            scale = self.hoist(scale)
         arrays.sort(key=lambda f: (f != self.alias, f in self.atoms))  # compute into dest first
         codes = [self._operand(arrays[0], temps, into=dest)] + [self._operand(f, temps) for f in arrays[1:2]]
         if len(codes) == 2:
@@ -248,7 +266,7 @@ class UfuncLowering:
         elif exp == sp.Rational(1, 2):
             self._emit(f"xp.sqrt({x}, out={dest})", dest)
         elif exp == -1:
-            self._emit(f"xp.divide(1, {x}, out={dest})", dest)
+            self._emit(f"xp.divide({self.hoist('1')}, {x}, out={dest})", dest)
         else:
             self._emit(f"xp.power({x}, {self._operand(exp, temps)}, out={dest})", dest)
 
@@ -258,7 +276,7 @@ class UfuncLowering:
         if len(args) == 2 and args[1] == (0, True):  # value·[cond]: one multiply by the mask
             value, cond = args[0]
             if isinstance(cond, sp.StrictGreaterThan) and cond.args == (value, 0):  # relu: one pass
-                self._emit(f"xp.maximum({self._operand(value, temps)}, 0, out={dest})", dest)
+                self._emit(f"xp.maximum({self._operand(value, temps)}, {self.hoist('0')}, out={dest})", dest)
                 return
             mask = self._operand(cond, temps, "bool")
             if value == 1:

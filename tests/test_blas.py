@@ -1,0 +1,130 @@
+"""The accumulating product ``c ← α·op(a)·op(b) + β·c`` (numpy's BLAS through ctypes) and its fallback."""
+
+import numpy as np
+import pytest
+
+import graphc as gc
+from graphc.compiler import blas
+from graphc.compiler.blas import GemmAccumulate
+
+
+def _reference(a, b, c, ta, tb, alpha, beta):
+    return beta * c + alpha * ((a.T if ta else a) @ (b.T if tb else b))
+
+
+def _operands(rng, m, n, k, ta, tb, dtype, layout):
+    """a, b stored so that op(a) is (m, k) and op(b) is (k, n); ``layout`` says how they are stored."""
+    def stored(rows, cols, transposed):
+        shape = (cols, rows) if transposed else (rows, cols)
+        x = rng.standard_normal(shape).astype(dtype)
+        if layout == "fortran":
+            x = np.asfortranarray(x)
+        elif layout == "strided":  # every other column: BLAS cannot read it, numpy's path runs
+            wide = rng.standard_normal((shape[0], 2 * shape[1])).astype(dtype)
+            x = wide[:, ::2]
+        elif layout == "padded":  # rows of a larger array: a leading dimension > the width
+            x = rng.standard_normal((shape[0], shape[1] + 3)).astype(dtype)[:, : shape[1]]
+        return x
+    return stored(m, k, ta), stored(k, n, tb)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("ta,tb", [(False, False), (True, False), (False, True), (True, True)])
+@pytest.mark.parametrize("alpha,beta", [(-1.0, 1.0), (1.0, 0.0), (-0.5, 0.9), (2.0, -1.0)])
+@pytest.mark.parametrize("layout", ["c", "fortran", "strided", "padded"])
+def test_gemm_accumulate_matches_numpy(dtype, ta, tb, alpha, beta, layout):
+    rng = np.random.default_rng(7)
+    m, n, k = 7, 5, 6
+    a, b = _operands(rng, m, n, k, ta, tb, dtype, layout)
+    c = rng.standard_normal((m, n)).astype(dtype)
+    want = _reference(a.astype(np.float64), b.astype(np.float64), c.astype(np.float64), ta, tb, alpha, beta)
+    g = GemmAccumulate(dtype, ta, tb, alpha, beta, (m, n))
+    g(a, b, c)
+    np.testing.assert_allclose(c, want, rtol=1e-5 if dtype == np.float32 else 1e-12, atol=1e-5 if dtype == np.float32 else 1e-12)
+    if layout in ("c", "fortran", "padded") and g.uses_blas:
+        assert g.call is not None  # these layouts went to BLAS, not the fallback
+
+
+def test_gemm_accumulate_follows_new_arrays_and_falls_back_for_aliases():
+    rng = np.random.default_rng(0)
+    g = GemmAccumulate(np.float64, True, False, -1.0, 1.0, (4, 3))
+    for _ in range(3):  # new operand arrays each call: the cached layout must follow them
+        a, b, c = rng.standard_normal((5, 4)), rng.standard_normal((5, 3)), rng.standard_normal((4, 3))
+        want = c - a.T @ b
+        g(a, b, c)
+        np.testing.assert_allclose(c, want, rtol=1e-12)
+    # c overlapping an operand: BLAS must not run in place; numpy's path writes the product first
+    big = rng.standard_normal((5, 4))
+    a, c = big, big[:4, :3]
+    b = rng.standard_normal((5, 3))
+    want = c - a.T @ b
+    g(a, b, c)
+    np.testing.assert_allclose(c, want, rtol=1e-12)
+    assert g.call is None
+
+
+def test_gemm_accumulate_without_blas(monkeypatch):
+    g = GemmAccumulate(np.float32, False, True, 0.5, 2.0, (3, 2))
+    g.gemm = None  # as on a numpy whose BLAS was not found
+    rng = np.random.default_rng(1)
+    a, b, c = (rng.standard_normal(s).astype(np.float32) for s in ((3, 4), (2, 4), (3, 2)))
+    want = 2.0 * c + 0.5 * (a @ b.T)
+    g(a, b, c)
+    np.testing.assert_allclose(c, want, rtol=1e-5)
+
+
+def test_blas_can_be_switched_off(monkeypatch):
+    monkeypatch.setenv("GRAPHC_BLAS", "0")
+    blas.gemm_function.cache_clear()
+    try:
+        assert blas.gemm_function(np.float32) is None
+    finally:
+        monkeypatch.delenv("GRAPHC_BLAS")
+        blas.gemm_function.cache_clear()
+
+
+def test_numpys_own_blas_is_found_here():
+    # The wheels numpy ships with (and CI installs) bundle scipy-openblas: the fused update
+    # must run there, or the step silently loses what the fusion is for.
+    assert blas.gemm_function(np.float32) is not None and blas.gemm_function(np.float64) is not None
+
+
+def _step_both_ways(updates_of, shapes, seed=0):
+    """Run one compiled update with both lowerings (fresh copies) and return both results."""
+    rng = np.random.default_rng(seed)
+    values = {k: rng.standard_normal(s) for k, s in shapes.items()}
+    results = []
+    for lowering in ("auto", "array_api"):
+        g = gc.Graph("update")
+        leaves = {k: g.param(k, s) for k, s in shapes.items()}
+        out, updates = updates_of(leaves)
+        fn = gc.compile(out, updates=updates, lowering=lowering)
+        feed = {k: v.copy() for k, v in values.items()}
+        got = fn(**feed)
+        results.append((got, feed, fn.source))
+    return results
+
+
+@pytest.mark.parametrize("case", ["reads_itself", "product_returned", "operand_updated_too", "plain"])
+def test_fused_updates_agree_with_the_array_api_lowering(case):
+    shapes = {"W": (4, 4), "X": (4, 4), "V": (4, 4)}
+
+    def updates_of(p):
+        W, X, V = p["W"], p["X"], p["V"]
+        if case == "reads_itself":  # W ← W - 0.1·W·X: the product reads the target
+            prod = gc.matmul(W, X)
+            return gc.sum(W), {W: W - 0.1 * prod}
+        if case == "product_returned":  # the product is also an output: it must exist
+            prod = gc.matmul(X, V)
+            return prod, {W: W - prod}
+        if case == "operand_updated_too":  # X is updated as well: the product must read the old X
+            prod = gc.matmul(X, V)
+            return gc.sum(W), {W: W - prod, X: X * 2.0}
+        prod = gc.matmul(X.T, V)
+        return gc.sum(W), {W: 0.9 * W - 0.5 * prod}
+
+    (fast, fast_feed, source), (generic, generic_feed, _) = _step_both_ways(updates_of, shapes)
+    np.testing.assert_allclose(fast, generic, rtol=1e-12)
+    for k in shapes:
+        np.testing.assert_allclose(fast_feed[k], generic_feed[k], rtol=1e-12, atol=1e-14)
+    assert ("GemmAccumulate" in source) == (case == "plain")
