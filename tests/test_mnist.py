@@ -78,3 +78,50 @@ def test_short_mnist_run_learns(tmp_path):
     assert (tmp_path / "params.npz").exists() and (tmp_path / "curves.png").exists()
     saved = np.load(tmp_path / "params.npz", allow_pickle=False)
     assert saved["W1"].shape == (784, 50) and saved["W1"].dtype == np.float32
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_uint8_images_normalize_to_the_loaders_values(dtype):
+    """The run keeps images as uint8 and normalizes per batch: bit for bit what load_mnist(normalize=True) gives."""
+    from graphc.train import normalize_into
+
+    pixels = np.arange(256, dtype=np.uint8).reshape(16, 16)
+    out = np.empty(pixels.shape, dtype)
+    np.testing.assert_array_equal(normalize_into(pixels, out), np.divide(pixels, 255, dtype=dtype))
+    assert out.dtype == dtype
+
+
+def _synthetic_mnist(rng, n_train=300, n_test=70):
+    images = [rng.integers(0, 256, (n, 784), dtype=np.uint8) for n in (n_train, n_test)]
+    labels = [np.eye(10, dtype=np.float32)[rng.integers(0, 10, n)] for n in (n_train, n_test)]
+    return images, labels
+
+
+def test_evaluator_gives_the_same_accuracy_on_uint8_and_float_images():
+    from graphc.train import Evaluator
+
+    rng = np.random.default_rng(4)
+    (x, _), (t, _) = _synthetic_mnist(rng)
+    labels = t.argmax(axis=1)
+    net = two_layer_net()
+    params = init_two_layer_params(rng, dtype=np.float32, weight_init_std=0.1)
+    for chunk in (7, 64, 1000):  # chunks that do not divide the set, and one larger than it
+        evaluator = Evaluator(net.logits, chunk, np.float32)
+        on_u8 = evaluator.accuracy(params, x, labels)
+        on_float = evaluator.accuracy(params, np.divide(x, 255, dtype=np.float32), labels)
+        assert on_u8 == on_float and 0.0 < on_u8 < 1.0
+
+
+def test_training_on_uint8_images_equals_training_on_normalized_ones():
+    """The staging path (gather uint8, normalize into the batch buffer) changes nothing but memory."""
+    from graphc.train import TrainConfig, train_mnist
+
+    rng = np.random.default_rng(5)
+    (x, x_test), (t, t_test) = _synthetic_mnist(rng)
+    config = TrainConfig(iters=30, batch_size=20, out=None, progress=False, plot=False, eval_chunk=64)
+    as_u8 = train_mnist(config, log=lambda s: None, data=((x, t), (x_test, t_test)))
+    normalized = [np.divide(a, 255, dtype=np.float32) for a in (x, x_test)]
+    as_float = train_mnist(config, log=lambda s: None, data=((normalized[0], t), (normalized[1], t_test)))
+    for k in as_u8.params:
+        np.testing.assert_array_equal(as_u8.params[k], as_float.params[k], err_msg=k)
+    assert as_u8.history == as_float.history
