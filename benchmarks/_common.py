@@ -394,11 +394,17 @@ class NumpyHand:
         return loss
 
     def predict(self, x):
-        """Class predictions (argmax of the logits), for accuracy."""
-        h = np.matmul(x, self.W1)
+        """Class predictions (argmax of the logits), for accuracy; activations in reused buffers."""
+        n = len(x)
+        if getattr(self, "_predict_rows", None) != n:
+            self._predict_rows = n
+            self._ph = np.empty((n, self.W1.shape[1]), self.W1.dtype)
+            self._pa = np.empty((n, self.W2.shape[1]), self.W2.dtype)
+        h, a = self._ph, self._pa
+        np.dot(x, self.W1, out=h)
         np.add(h, self.b1, out=h)
         np.maximum(h, 0, out=h)
-        a = np.matmul(h, self.W2)
+        np.dot(h, self.W2, out=a)
         np.add(a, self.b2, out=a)
         return np.argmax(a, axis=1)
 
