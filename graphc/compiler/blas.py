@@ -78,6 +78,8 @@ class Gemm:
 
 def _bind(lib, char: str) -> Gemm | None:
     for pattern, int_t in _SYMBOLS:
+        if int_t is ctypes.c_int32 and "ILP64" in os.environ.get("MKL_INTERFACE_LAYER", "").upper():
+            continue  # mkl_rt switched to 64-bit integers under the plain names: a 32-bit call would crash
         fn = getattr(lib, pattern.format(char), None)
         if fn is not None:
             return Gemm(fn, int_t, ctypes.c_float if char == "s" else ctypes.c_double)

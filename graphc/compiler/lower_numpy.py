@@ -108,6 +108,9 @@ class NumpyLowering:
         roots = self.outputs + [node for _, node in self.updates] + [leaf for leaf, _ in self.updates]
         order = toposort(roots)
         self.update_of = {id(node): leaf for leaf, node in self.updates}
+        # A value given to several targets ({W: u, W2: u}) is written into none of them in
+        # place: it is computed once and copied into each (deferred_updates).
+        self.shared_updates = {i for i in self.update_of if sum(id(n) == i for _, n in self.updates) > 1}
         # Updates go last, after every read of the old values (none of the rest reads an update).
         rest = [n for n in order if id(n) not in self.update_of]
         late = [n for n in order if id(n) in self.update_of]
@@ -215,7 +218,7 @@ class NumpyLowering:
         found = {}
         for leaf, node in self.updates:
             if (not isinstance(node.op, Elementwise) or len(node.inputs) != 2 or node.ndim != 2
-                    or id(leaf) not in self.var or id(leaf) in self.read_at_end):
+                    or id(node) in self.shared_updates or id(leaf) not in self.var or id(leaf) in self.read_at_end):
                 continue
             k = [i is leaf for i in node.inputs]
             if sum(k) != 1 or any(idx != node.op.out_indices for idx in node.op.in_indices):
@@ -258,7 +261,7 @@ class NumpyLowering:
     def _update_in_place(self, node: Node) -> list[str] | None:
         """Write an update straight into its parameter, if nothing reads the old value later."""
         leaf = self.update_of.get(id(node))
-        if (leaf is None or id(leaf) not in self.var or id(leaf) in self.read_at_end
+        if (leaf is None or id(node) in self.shared_updates or id(leaf) not in self.var or id(leaf) in self.read_at_end
                 or sum(i is leaf for i in node.inputs) > 1
                 or any(view_base(i) is leaf for n in self.order[self.position[id(node)] + 1:] for i in n.inputs)):
             return None
