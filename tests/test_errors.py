@@ -354,12 +354,17 @@ def test_float_array_for_integer_labels(net):
         call(fL, arrays, t=None, L=arrays["L"].astype(float))
 
 
-@pytest.mark.parametrize("labels,bad", [([0, 1, 2, 4, 0], 4), ([0, 1, -1, 3, 0], -1), ([9, 9, 9, 9, 9], 9)])
+@pytest.mark.parametrize("labels,bad,dtype", [
+    (labels, bad, dtype)
+    for labels, bad in [([0, 1, 2, 4, 0], 4), ([0, 1, -1, 3, 0], -1), ([9, 9, 9, 9, 9], 9)]
+    for dtype in [np.int64, np.int32, np.int8, np.uint8, np.uint64]
+    if bad >= 0 or np.dtype(dtype).kind == "i"  # an unsigned array cannot hold -1
+])
 @pytest.mark.parametrize("which", ["loss", "grad"])
-def test_out_of_range_integer_labels(net, labels, bad, which):
+def test_out_of_range_integer_labels(net, labels, bad, dtype, which):
     _, fL, dfL, arrays = net
     with pytest.raises(BindingError, match=rf"integer labels must lie in \[0, 4\); found {bad}"):
-        call(fL if which == "loss" else dfL, arrays, t=None, L=np.array(labels))
+        call(fL if which == "loss" else dfL, arrays, t=None, L=np.array(labels, dtype=dtype))
 
 
 def test_ragged_list(net):

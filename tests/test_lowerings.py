@@ -107,10 +107,11 @@ def test_softmax_family_matches_a_float64_reference(shape, lowering):
 
 
 @pytest.mark.parametrize("shape", [(10,), (100, 10), (6, 80)])
-def test_integer_label_cross_entropy_matches_a_float64_reference(shape):
+@pytest.mark.parametrize("label_dtype", [np.int64, np.int32, np.uint8, np.uint64])
+def test_integer_label_cross_entropy_matches_a_float64_reference(shape, label_dtype):
     rng = np.random.default_rng(shape[-1])
     a_val = rng.standard_normal(shape) * 30
-    labels = rng.integers(0, shape[-1], shape[:-1])
+    labels = rng.integers(0, shape[-1], shape[:-1]).astype(label_dtype)
     g = gc.Graph("ce_labels")
     a = g.input("a", shape)
     loss = gc.softmax_cross_entropy(a, g.input("labels", shape[:-1], kind="int"))
