@@ -24,6 +24,8 @@ def _train_parser(sub) -> None:
     p.add_argument("--seed", type=int, default=d.seed, help="seed of the initialisation and batch sampling")
     p.add_argument("--dtype", choices=["float32", "float64"], default=d.dtype)
     p.add_argument("--integer-labels", action="store_true", help="integer labels instead of one-hot targets")
+    p.add_argument("--uint8-images", action="store_true",
+                   help="keep the images as uint8 (a quarter of the memory) and normalize each batch as it is used")
     p.add_argument("--data", default=None, help="MNIST directory (default: $GRAPHC_DATA, else the user cache)")
     p.add_argument("--out", default=d.out, help="directory for params.npz, history.json and curves.png")
     p.add_argument("--no-plot", action="store_true", help="skip the PNG plot")
@@ -52,6 +54,7 @@ def main(argv: list[str] | None = None) -> int:
                 seed=args.seed, dtype=args.dtype, integer_labels=args.integer_labels, data=args.data,
                 out=args.out, progress=not args.no_progress, plot=not args.no_plot,
                 checkpoint_every=args.checkpoint_every, resume=args.resume,
+                images="uint8" if args.uint8_images else "float",
             )
             result = train_mnist(config)
             print(result.summary())

@@ -36,6 +36,9 @@ class TrainConfig:
     data: str | None = None  # MNIST directory; else $GRAPHC_DATA, else the cache
     out: str | None = "runs/mnist"  # where params, curves and the plot go; None: nowhere
     eval_chunk: int = 2_000  # rows per evaluation call: the chunk and its activations stay in cache
+    # "float": images normalized once at load, as the seed does (fastest); "uint8": kept as the
+    # files store them (a quarter of the memory) and normalized batch by batch, same values
+    images: str = "float"
     progress: bool = True
     plot: bool = True
     checkpoint_every: int = 0  # iterations between checkpoints in ``out`` (0: none)
@@ -61,10 +64,12 @@ class TrainResult:
 def normalize_into(images: np.ndarray, out: np.ndarray) -> np.ndarray:
     """uint8 pixels to [0, 1] in ``out``'s dtype: the same values as ``load_mnist(normalize=True)``.
 
-    The run keeps the images as the uint8 they are stored as, a quarter of float32's
-    memory (47 MB instead of 188 MB for the training set), and normalizes each batch
-    and each evaluation chunk as it is used: u8 -> float, then a division by 255 in the
-    float type (``np.divide(images, 255, dtype=...)`` in the loader does the same).
+    With ``TrainConfig(images="uint8")`` the run keeps the images as the uint8 they are
+    stored as, a quarter of float32's memory (47 MB instead of 188 MB for the training
+    set), and normalizes each batch and each evaluation chunk as it is used: u8 -> float,
+    then a division by 255 in the float type (the loader's ``np.divide(images, 255,
+    dtype=...)``).  The price is that division, again at every evaluation of the
+    training set (see the README's performance section).
     """
     return np.divide(images, out.dtype.type(255), out=out)
 
@@ -172,9 +177,11 @@ def train_mnist(config: TrainConfig = TrainConfig(), log: Callable[[str], None] 
     dtype = np.dtype(config.dtype)
     if dtype.kind != "f":
         raise GraphcError(f"dtype must be a float type, got {config.dtype!r}")
-    if data is None:  # images stay uint8: batches and evaluation chunks are normalized as they are used
-        data = load_mnist(config.data, normalize=False, flatten=True, one_hot_label=not config.integer_labels,
-                          dtype=dtype)
+    if config.images not in ("float", "uint8"):
+        raise GraphcError(f"images must be 'float' or 'uint8', got {config.images!r}")
+    if data is None:  # uint8 images: batches and evaluation chunks are normalized as they are used
+        data = load_mnist(config.data, normalize=config.images == "float", flatten=True,
+                          one_hot_label=not config.integer_labels, dtype=dtype)
     (x_train, t_train), (x_test, t_test) = data
     labels_train = t_train if config.integer_labels else t_train.argmax(axis=1)
     labels_test = t_test if config.integer_labels else t_test.argmax(axis=1)

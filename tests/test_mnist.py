@@ -125,3 +125,23 @@ def test_training_on_uint8_images_equals_training_on_normalized_ones():
     for k in as_u8.params:
         np.testing.assert_array_equal(as_u8.params[k], as_float.params[k], err_msg=k)
     assert as_u8.history == as_float.history
+
+
+@pytest.mark.skipif(not DATA or not Path(DATA, "train-images-idx3-ubyte.gz").exists(),
+                    reason="set GRAPHC_DATA to the MNIST files (CI sets it to ../shared/mnist)")
+def test_uint8_images_option_on_the_real_files_changes_nothing_but_memory():
+    from graphc.train import TrainConfig, train_mnist
+
+    runs = [train_mnist(TrainConfig(iters=200, data=DATA, out=None, progress=False, plot=False, images=images),
+                        log=lambda s: None) for images in ("float", "uint8")]
+    for k in runs[0].params:
+        np.testing.assert_array_equal(runs[0].params[k], runs[1].params[k], err_msg=k)
+    assert runs[0].history == runs[1].history
+
+
+def test_unknown_image_storage_is_refused():
+    from graphc.errors import GraphcError
+    from graphc.train import TrainConfig, train_mnist
+
+    with pytest.raises(GraphcError, match="images must be 'float' or 'uint8', got 'u8'"):
+        train_mnist(TrainConfig(images="u8", out=None, progress=False), log=lambda s: None, data=((None, None), (None, None)))
