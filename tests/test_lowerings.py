@@ -123,3 +123,17 @@ def test_integer_label_cross_entropy_matches_a_float64_reference(shape, label_dt
         got_loss, got_grad = fn(a=a_val, labels=labels)
         np.testing.assert_allclose(got_loss, -picked.sum() / n, rtol=1e-12)
         np.testing.assert_allclose(got_grad, (np.exp(_reference_log_softmax(a_val)) - onehot) / n, rtol=1e-10, atol=1e-15)
+
+
+@pytest.mark.parametrize("shape", [(7, 5), (2, 600, 1000)])  # a filled operand, and one above rt.FILL_LIMIT
+def test_maximum_and_minimum_against_constants_match_numpy(shape):
+    rng = np.random.default_rng(0)
+    x_val = rng.standard_normal(shape)
+    g = gc.Graph("clamps")
+    x = g.input("x", shape)
+    clamp = gc.elementwise("clamp", lambda v: __import__("sympy").Min(__import__("sympy").Max(v, -0.5), 0.25))
+    fn = gc.compile([gc.relu(x), clamp(x)])
+    assert "rt.filled(" in fn.source
+    relu, clamped = fn(x=x_val)
+    np.testing.assert_array_equal(relu, np.maximum(x_val, 0))
+    np.testing.assert_array_equal(clamped, np.clip(x_val, -0.5, 0.25))

@@ -201,7 +201,8 @@ class NumpyLowering:
 
         try:
             lowering = UfuncLowering(atoms, scratch, release, alias, kind, scalars, static,
-                                     self.hoist if floats else None)
+                                     self.hoist if floats else None,
+                                     (lambda code: self.filled(code, node.shape)) if floats else None)
             return ["        " + line for line in lowering.lower(op.fn.expr, dest)]
         finally:  # scratch still lent when the lowering stopped early (a Conflict) goes back too
             for buf in lent:
@@ -386,6 +387,16 @@ class NumpyLowering:
             self.consts.append(f"    {v} = xp.asarray({code}, dtype=dtype)")
             self.hoisted[code] = v
         return self.hoisted[code]
+
+    def filled(self, code: str, shape) -> str:
+        """An array of ``shape`` holding the scalar ``code``, made once in build() (a 0-d array
+        above rt.FILL_LIMIT elements, where the loop is memory-bound anyway)."""
+        key = (code, self.shape_code(shape))
+        if key not in self.hoisted:
+            v = f"c{len(self.consts)}"
+            self.consts.append(f"    {v} = rt.filled({key[1]}, {code}, dtype)")
+            self.hoisted[key] = v
+        return self.hoisted[key]
 
     def ones(self, size) -> str:
         """A vector of ones of length ``size`` (an int or a dim), made once in build()."""

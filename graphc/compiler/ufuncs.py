@@ -53,15 +53,17 @@ class UfuncLowering:
     ``scratch(kind)`` lends a buffer of the output's shape (``kind`` 'float' or 'bool')
     and ``release(name)`` returns it; ``alias`` is the symbol whose operand *is* ``dest``.
     ``static`` are the symbols whose operands are fixed per build (constants, dims), and
-    ``hoist(code)`` returns the name of a build-time value for a static scalar's code.
+    ``hoist(code)`` returns the name of a build-time value for a static scalar's code;
+    ``fill(code)`` that of an array of the output's shape filled with it (or the scalar).
     """
 
     def __init__(self, atoms: dict, scratch, release, alias=None, dest_kind: str = "float", scalars=(),
-                 static=(), hoist=None):
+                 static=(), hoist=None, fill=None):
         self.dest_kind = dest_kind
         self.scalars = set(scalars)  # symbols whose operands are 0-d: folded as Python scalars
         self.static = set(static)
         self.hoist = hoist or (lambda code: code)
+        self.fill = fill or self.hoist
         self.atoms = atoms
         self.scratch = scratch
         self.release = release
@@ -135,7 +137,9 @@ class UfuncLowering:
             self._emit(f"xp.{_RELATIONAL[name]}({a}, {b}, out={dest})", dest)
         elif isinstance(e, (sp.Max, sp.Min)):
             fn = "maximum" if isinstance(e, sp.Max) else "minimum"
-            args = [self._operand(a, temps) for a in e.args]
+            # numpy's SIMD maximum/minimum loops need two full arrays: against a scalar they run
+            # 5x slower, so a static scalar operand becomes a filled array (``fill``).
+            args = [self.fill(self._literal(a)) if self._is_static(a) else self._operand(a, temps) for a in e.args]
             self._emit(f"xp.{fn}({args[0]}, {args[1]}, out={dest})", dest)
             for a in args[2:]:
                 self._emit(f"xp.{fn}({dest}, {a}, out={dest})", dest)
@@ -276,7 +280,7 @@ class UfuncLowering:
         if len(args) == 2 and args[1] == (0, True):  # value·[cond]: one multiply by the mask
             value, cond = args[0]
             if isinstance(cond, sp.StrictGreaterThan) and cond.args == (value, 0):  # relu: one pass
-                self._emit(f"xp.maximum({self._operand(value, temps)}, {self.hoist('0')}, out={dest})", dest)
+                self._emit(f"xp.maximum({self._operand(value, temps)}, {self.fill('0')}, out={dest})", dest)
                 return
             mask = self._operand(cond, temps, "bool")
             if value == 1:
