@@ -192,12 +192,17 @@ class CompiledFunction:
     def _specialise(self, dims: tuple, dtype, xp):
         import opt_einsum
 
+        from graphc.compiler.pairwise import NpContraction
+
         program = self.program if xp.__name__ == "numpy" else self._generic_program()
         build = self._builds["generic" if program is self._generic else "numpy"]
         size = dict(zip(program.dims, dims))
         concrete = lambda shape: tuple(size[d] if isinstance(d, str) else d for d in shape)  # noqa: E731
-        kernels = [opt_einsum.contract_expression(k.spec, *map(concrete, k.shapes), optimize="auto")
-                   for k in program.kernels]
+        if program is self._generic:  # any array library: opt_einsum's own executor
+            kernels = [opt_einsum.contract_expression(k.spec, *map(concrete, k.shapes), optimize="auto")
+                       for k in program.kernels]
+        else:  # numpy: opt_einsum's path, each pairwise product into a buffer made here
+            kernels = [NpContraction(k.spec, list(map(concrete, k.shapes)), dtype) for k in program.kernels]
         return build(xp, runtime, kernels, dtype, dims, program.labels)
 
     def __call__(self, *args, **kwargs):

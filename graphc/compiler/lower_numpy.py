@@ -6,7 +6,8 @@ once their value is dead, every call writes with ``out=``, elementwise
 expressions become ufunc sequences (in place into a dying operand where that is
 safe), two-operand contractions that are matrix products call ``xp.matmul`` on
 transposed views (no transpose is materialised, results are C-ordered), other
-contractions call opt_einsum expressions with ``out=``, softmax cross-entropy
+contractions follow opt_einsum's path pair by pair (``pairwise.NpContraction``:
+matrix-product pairs as ``np.dot`` into buffers made once), softmax cross-entropy
 computes the softmax its gradient needs in the same pass, and parameter updates
 are written straight into the parameter arrays after their last read.  The
 step that runs thousands of times then allocates only its returned arrays.
@@ -18,6 +19,7 @@ from graphc.compiler.emit import (
     Kernel, Program, assemble, constant_rhs, deferred_updates, signature, view, view_base,
 )
 from graphc.compiler.notation import formula, safe
+from graphc.compiler.pairwise import gemm
 from graphc.compiler.ufuncs import Conflict, UfuncLowering
 from graphc.compiler.walk import toposort
 from graphc.errors import GraphError
@@ -26,32 +28,6 @@ from graphc.ops.elementwise import Elementwise, _sympy
 from graphc.ops.leaves import Constant, Delta, DimSize, Input, Zeros
 from graphc.ops.nn import Argmax, LogSoftmax, OneHot, Softmax, SoftmaxCrossEntropy
 from graphc.ops.node import Node
-
-
-def gemm(spec) -> tuple | None:
-    """For a two-operand matrix product, ``(swap, orient_a, orient_b)``: how to call matmul.
-
-    ``orient_x`` is True when operand x must be transposed.  None when the spec is not
-    one matrix product of operands of rank ≤ 2 over exactly one summed index.
-    """
-    if len(spec.inputs) != 2:
-        return None
-    (ta, tb), out = spec.inputs, spec.output
-    if any(len(set(t)) != len(t) for t in (ta, tb, out)) or len(ta) > 2 or len(tb) > 2:
-        return None
-    shared = set(ta) & set(tb)
-    summed = shared - set(out)
-    if shared != summed or len(summed) != 1 or not set(ta + tb) - summed >= set(out):
-        return None
-    (s,) = summed
-    fa, fb = ta.replace(s, ""), tb.replace(s, "")
-    if set(fa + fb) != set(out):
-        return None
-    if out == fa + fb:  # out = A(fa, s) · B(s, fb)
-        return False, len(ta) == 2 and ta != fa + s, len(tb) == 2 and tb != s + fb
-    if out == fb + fa:  # out = B(fb, s) · A(s, fa)
-        return True, len(ta) == 2 and ta != s + fa, len(tb) == 2 and tb != fb + s
-    return None
 
 
 class _Buffers:
