@@ -19,6 +19,7 @@ SPECS = [
     "ii->i", "iij->j",  # one operand with a repeated index
     "ab,c->abc",  # an outer product
     "ab,bc,b->ac",  # a shared index kept by a third operand
+    "ab,ab,c->c",  # a scalar intermediate (Σ a·b) times a vector
 ]
 
 

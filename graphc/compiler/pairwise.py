@@ -108,17 +108,20 @@ class NpContraction:
                     f"{','.join(chosen)}->{out}", *[tuple(sizes[c] for c in t) for t in chosen], optimize="auto")
                 call = _expression_call(expression)
             self.steps.append(_Step(picked[::-1], call, shape, f"{','.join(chosen)}->{out}", plan is not None))
-            self.buffers.append(None if last else np.empty(shape, dtype))
+            # intermediates get a buffer; a 0-d one is returned fresh (opt_einsum cannot write a 0-d out=)
+            self.buffers.append(None if last or not shape else np.empty(shape, dtype))
             working.append(out)
 
     def __call__(self, *arrays, out=None):
         values = list(arrays)
         result = None
-        for step, buffer in zip(self.steps, self.buffers):
+        last = len(self.steps) - 1
+        for k, (step, buffer) in enumerate(zip(self.steps, self.buffers)):
             operands = [values[i] for i in step.operands]
             for i in sorted(step.operands, reverse=True):
                 values.pop(i)
-            result = step.call(*operands, out=buffer if buffer is not None else out)
+            target = out if k == last else buffer
+            result = step.call(*operands, out=target)
             values.append(result)
         if out is None:  # a 0-d result: an array, whichever call made it
             import numpy as np
