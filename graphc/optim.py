@@ -12,6 +12,7 @@ only Adam's bias-corrected step size changes per step and is passed in as a scal
 from __future__ import annotations
 
 import math
+import threading
 from types import MappingProxyType
 from dataclasses import dataclass, field
 from typing import ClassVar, Mapping, Sequence
@@ -168,6 +169,7 @@ class TrainStep:
         self._scalar_names = [n.name for n in scalar_nodes]
         self._state_feed = {f"__{k}__": v for k, v in self.state.items()}  # the same arrays, by leaf name
         self._template: list | None = None
+        self._local = threading.local()  # per thread: input shapes and dtypes -> checked specialisation
         self._dtype = next(iter(self.params.values())).dtype if self.params else np.dtype(np.float64)
         # The step holds these arrays (and updates them in place): they cannot be swapped out.
         self.params = MappingProxyType(dict(self.params))
@@ -194,18 +196,35 @@ class TrainStep:
         """
         if inputs:
             kw = {**inputs, **kw}
+        run = None
         if self._template is not None and kw.keys() == self._input_names:
             # The arrays of the last call, with this call's inputs put in their slots.
             args = self._template.copy()
+            key = []
             for name, k in self._input_slots:
-                args[k] = kw[name]
+                args[k] = value = kw[name]
+                key.append((value.shape, value.dtype) if type(value) is np.ndarray else None)
+            # The step holds the params and state (their shapes and dtypes cannot change), so
+            # the inputs' shapes and dtypes pick the specialisation checked on an earlier call.
+            runs = getattr(self._local, "runs", None)
+            run = runs.get(tuple(key)) if runs is not None else None
         else:
             args = self._bind(kw)
-        for k, value in zip(self._scalar_slots, self.optimizer.scalar_values(self.step_count)):
-            args[k] = np.asarray(value, dtype=self._dtype)
-        loss = self.fn.call_arrays(args, trusted_updates=self._template is not None)
-        if self._template is None:  # the first call checked everything: remember the layout
-            self._template = args
+        if self._scalar_slots:
+            for k, value in zip(self._scalar_slots, self.optimizer.scalar_values(self.step_count)):
+                args[k] = np.asarray(value, dtype=self._dtype)
+        if run is not None:
+            loss = run(*args)[0]
+        else:  # checks everything, as a plain call does; then remembered for these inputs
+            loss = self.fn.call_arrays(args, trusted_updates=self._template is not None)
+            if self._template is None:
+                self._template = args
+            if all(type(kw[name]) is np.ndarray for name, _ in self._input_slots):
+                runs = getattr(self._local, "runs", None)
+                if runs is None:
+                    runs = self._local.runs = {}
+                runs[tuple((kw[name].shape, kw[name].dtype) for name, _ in self._input_slots)] = \
+                    self.fn.specialised(args)[0]
         self.step_count += 1
         return loss
 

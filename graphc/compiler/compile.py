@@ -214,7 +214,19 @@ class CompiledFunction:
         ``trusted_updates`` skips the per-call writeable check of in-place targets, for a
         caller that owns them (TrainStep).  Shapes and dtypes are always checked.
         """
-        # Fast path: the same shapes and dtypes as an earlier call in this thread were checked then.
+        run, arrays = self.specialised(arrays)
+        if not trusted_updates:
+            for k in self._updated_positions:
+                if not arrays[k].flags.writeable:
+                    raise BindingError(f"{self.args[k]!r} is updated in place, so it must be a writeable numpy array")
+        results = run(*arrays)
+        return results[0] if self._single else results
+
+    def specialised(self, arrays: list) -> tuple:
+        """``(run, arrays)``: the function specialised for these arrays' shapes and dtypes
+        (checked the first time they are seen in this thread), which takes the arrays in
+        ``self.args`` order and returns a tuple of results, and the arrays to give it
+        (array-likes converted).  For callers that hold some arrays fixed (TrainStep)."""
         try:
             key = tuple((a.shape, a.dtype) for a in arrays) if not arrays or type(arrays[0]).__module__ == "numpy" else None
         except AttributeError:
@@ -229,12 +241,7 @@ class CompiledFunction:
             run = self._specialise(dims, dtype, xp)
             if key is not None and (not arrays or type(arrays[0]).__module__ == "numpy"):
                 cache[tuple((a.shape, a.dtype) for a in arrays)] = run
-        elif not trusted_updates:
-            for k in self._updated_positions:
-                if not arrays[k].flags.writeable:
-                    raise BindingError(f"{self.args[k]!r} is updated in place, so it must be a writeable numpy array")
-        results = run(*arrays)
-        return results[0] if self._single else results
+        return run, arrays
 
     def explain(self, **kw) -> str:
         from graphc.compiler.explain import explain
