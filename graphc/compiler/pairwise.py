@@ -80,7 +80,12 @@ class NpContraction:
         self.spec = spec
         lhs, output = spec.split("->")
         terms = lhs.split(",")
-        sizes = {c: n for t, shape in zip(terms, shapes) for c, n in zip(t, shape)}
+        sizes: dict[str, int] = {}
+        for t, shape in zip(terms, shapes):
+            for c, n in zip(t, shape):
+                if sizes.setdefault(c, n) != n:  # graphs bind each index to one size; numpy would broadcast 1s
+                    raise ValueError(f"NpContraction {spec!r}: index {c!r} has sizes {sizes[c]} and {n} "
+                                     "(size-1 broadcasting is not supported)")
         path, _ = opt_einsum.contract_path(spec, *shapes, shapes=True, optimize="auto")
         working = list(terms)  # index strings of the operands still to contract
         self.steps: list[_Step] = []
