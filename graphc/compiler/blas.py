@@ -130,9 +130,10 @@ class GemmAccumulate:
     """``c ← alpha·op(a)·op(b) + beta·c`` for 2-D arrays, op = transpose where the flag says.
 
     Made once per fused update in ``build`` (the numpy lowering decides where); the
-    shapes are those of that specialisation.  ``c`` must be a writeable C-ordered
-    matrix: the lowering only fuses into parameters and planned buffers, and falls
-    back to ``np.dot`` + ufuncs when BLAS is unavailable or an array is not addressable.
+    shapes are those of that specialisation.  BLAS runs when ``c`` is row-major (any
+    row stride) and ``a``, ``b`` have a unit stride along one axis; otherwise, when
+    ``c`` overlaps an operand, or when no BLAS was found, ``np.dot`` into a scratch
+    buffer and ufuncs compute the same thing.
     """
 
     def __init__(self, dtype, transpose_a: bool, transpose_b: bool, alpha: float, beta: float, shape: tuple):
