@@ -116,12 +116,18 @@ class NpRowSoftmax:
             np.maximum.reduce(a, -1, None, self.m, True)
         return np.subtract(a, self.m, out)
 
-    def softmax(self, a, out):
+    def _exp_normalize(self, y):
+        """Shifted logits in ``y`` -> softmax in ``y``; returns the row sums of exp (in ``self.s``)."""
         np = self.np
+        np.exp(y, y)
+        np.dot(y, self.ones, self.s)
+        np.divide(y, self.s, y)
+        return self.s
+
+    def softmax(self, a, out):
         self._shift(a, out)
-        np.exp(out, out)
-        np.dot(out, self.ones, self.s)
-        return np.divide(out, self.s, out)
+        self._exp_normalize(out)
+        return out
 
     def log_softmax(self, a, out):
         np = self.np
@@ -140,11 +146,7 @@ class NpRowSoftmax:
         y = self.shifted if y is None else y
         self._shift(a, y)
         picked = np.vdot(t, y)
-        np.exp(y, y)
-        s = self.s
-        np.dot(y, self.ones, s)
-        np.divide(y, s, y)  # softmax(a)
-        np.log(s, s)
+        s = np.log(self._exp_normalize(y), self.s)  # y: softmax(a); s: log Σexp per row
         np.dot(t, self.ones, self.m)  # Σ_c t per row (1 for one-hot rows)
         return a.dtype.type((np.vdot(self.m, s) - picked) / self.batch)
 
@@ -163,11 +165,7 @@ class NpRowSoftmax:
             picked = np.add.reduce(np.take(y.reshape(-1), self.index, out=self.picked, mode="clip"))
         else:
             picked = np.add.reduce(np.take_along_axis(y, labels.reshape(labels.shape + (1,)), axis=-1), axis=None)
-        np.exp(y, y)
-        s = self.s
-        np.dot(y, self.ones, s)
-        np.divide(y, s, y)
-        np.log(s, s)
+        s = np.log(self._exp_normalize(y), self.s)
         return a.dtype.type((np.add.reduce(s, axis=None) - picked) / self.batch)
 
 
