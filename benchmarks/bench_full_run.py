@@ -7,9 +7,10 @@ Schedule (graphc.train.train_mnist's): 784-50-10 two-layer net, weights 0.01·ra
 iterations and after the last.  Every run is its own subprocess (``python -c``), so each
 run's peak resident memory is that child's ``ru_maxrss`` (read with ``os.wait4``).
 
-  graphc        graphc.train.train_mnist(TrainConfig(out=None, progress=False))
+  graphc        graphc.train.train_mnist(TrainConfig(out=None, progress=False)): the defaults,
+                images kept as the uint8 the files store and normalized per batch/chunk
   numpy-hand    the same schedule with the hand-tuned numpy step of bench_step.py
-  graphc-uint8  train_mnist with images="uint8": images kept as uint8, normalized per batch/chunk
+  graphc-float  train_mnist with images="float": all images normalized to float at load, as the hand run
   --peers adds  seed-layers (the seed's layer classes), torch-eager, jax-jit (when installed)
   load-only     a child that only imports numpy+graphc and loads MNIST: the memory baseline
 
@@ -41,7 +42,7 @@ sys.path.insert(0, str(HERE))
 import _common as C  # noqa: E402
 
 MARK = "@@bench_full_run@@"
-BASE = ("graphc", "numpy-hand", "graphc-uint8")
+BASE = ("graphc", "numpy-hand", "graphc-float")
 PEERS = ("seed-layers", "torch-eager", "jax-jit")
 
 
@@ -99,12 +100,13 @@ def _run_reference(name: str, iters: int, dtype: str, seed: int, batch_size=100,
 def child(name: str, iters: int, dtype: str, seed: int, threads: int = C.THREADS) -> None:
     """Entry point of one run's subprocess: prints one JSON line after MARK."""
     C.set_threads(threads)
-    if name in ("graphc", "graphc-uint8"):
+    if name in ("graphc", "graphc-float"):
         from graphc.train import TrainConfig, train_mnist
 
-        images = "uint8" if name == "graphc-uint8" else "float"
-        res = train_mnist(TrainConfig(iters=iters, dtype=dtype, seed=seed, out=None, progress=False, plot=False,
-                                      images=images), log=lambda line: None)
+        config = TrainConfig(iters=iters, dtype=dtype, seed=seed, out=None, progress=False, plot=False)
+        if name == "graphc-float":
+            config.images = "float"
+        res = train_mnist(config, log=lambda line: None)
         out = {"loop_s": res.seconds, "train_acc": res.train_acc, "test_acc": res.test_acc,
                "final_loss": res.history["loss"][-1]}
     elif name == "load-only":

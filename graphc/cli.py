@@ -24,8 +24,11 @@ def _train_parser(sub) -> None:
     p.add_argument("--seed", type=int, default=d.seed, help="seed of the initialisation and batch sampling")
     p.add_argument("--dtype", choices=["float32", "float64"], default=d.dtype)
     p.add_argument("--integer-labels", action="store_true", help="integer labels instead of one-hot targets")
-    p.add_argument("--uint8-images", action="store_true",
-                   help="keep the images as uint8 (a quarter of the memory) and normalize each batch as it is used")
+    p.add_argument("--images", choices=["uint8", "float"], default=d.images,
+                   help="uint8: keep the images as the files store them (a quarter of float32's memory) and "
+                        "normalize each batch as it is used; float: normalize them all at load, as the seed does")
+    # Before --images existed, uint8 storage was this opt-in flag; it still means --images uint8.
+    p.add_argument("--uint8-images", action="store_const", dest="images", const="uint8", help=argparse.SUPPRESS)
     p.add_argument("--data", default=None, help="MNIST directory (default: $GRAPHC_DATA, else the user cache)")
     p.add_argument("--out", default=d.out, help="directory for params.npz, history.json and curves.png")
     p.add_argument("--no-plot", action="store_true", help="skip the PNG plot")
@@ -54,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
                 seed=args.seed, dtype=args.dtype, integer_labels=args.integer_labels, data=args.data,
                 out=args.out, progress=not args.no_progress, plot=not args.no_plot,
                 checkpoint_every=args.checkpoint_every, resume=args.resume,
-                images="uint8" if args.uint8_images else "float",
+                images=args.images,
             )
             result = train_mnist(config)
             print(result.summary())

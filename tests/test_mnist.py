@@ -145,3 +145,26 @@ def test_unknown_image_storage_is_refused():
 
     with pytest.raises(GraphcError, match="images must be 'float' or 'uint8', got 'u8'"):
         train_mnist(TrainConfig(images="u8", out=None, progress=False), log=lambda s: None, data=((None, None), (None, None)))
+
+
+def test_training_keeps_uint8_images_by_default():
+    from graphc.train import TrainConfig
+
+    assert TrainConfig().images == "uint8"
+
+
+@pytest.mark.parametrize("argv, images", [([], "uint8"), (["--images", "float"], "float"),
+                                          (["--images", "uint8"], "uint8"), (["--uint8-images"], "uint8")])
+def test_cli_image_storage_flags(monkeypatch, argv, images):
+    import graphc.train
+    from graphc.cli import main
+
+    seen = []
+
+    class Result:
+        def summary(self):
+            return "done"
+
+    monkeypatch.setattr(graphc.train, "train_mnist", lambda config: seen.append(config) or Result())
+    assert main(["train-mnist", "--no-progress", *argv]) == 0
+    assert seen[0].images == images
