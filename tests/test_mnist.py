@@ -80,7 +80,7 @@ def test_short_mnist_run_learns(tmp_path):
     assert saved["W1"].shape == (784, 50) and saved["W1"].dtype == np.float32
 
 
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.float16])  # float16: no pair, the division
 def test_uint8_images_normalize_to_the_loaders_values(dtype):
     """The run keeps images as uint8 and normalizes per batch: bit for bit what load_mnist(normalize=True) gives."""
     from graphc.train import normalize_into
@@ -89,6 +89,19 @@ def test_uint8_images_normalize_to_the_loaders_values(dtype):
     out = np.empty(pixels.shape, dtype)
     np.testing.assert_array_equal(normalize_into(pixels, out), np.divide(pixels, 255, dtype=dtype))
     assert out.dtype == dtype
+
+
+@pytest.mark.parametrize("dtype, m", [(np.float32, 3), (np.float64, 77), (np.float16, None)])
+def test_exact_pixel_scale_is_two_multiplies_giving_the_quotient(dtype, m):
+    from graphc.train import exact_pixel_scale
+
+    scale = exact_pixel_scale(dtype)
+    if m is None:
+        assert scale is None
+        return
+    assert scale[0] == m and scale[0].dtype == dtype and scale[1].dtype == dtype
+    pixels = np.arange(256, dtype=dtype)
+    np.testing.assert_array_equal(pixels * scale[0] * scale[1], pixels / dtype(255))
 
 
 def _synthetic_mnist(rng, n_train=300, n_test=70):
