@@ -6,6 +6,9 @@
   them, so they are never materialised.  opt_einsum then picks the order: its optimal
   path search includes the unfused order, so by its cost estimate the merged
   expression is never worse.
+* ``fold_scalar_factors``: a constant multiple ``c·u`` read only by contractions is never
+  made: ``(c·u)·B = c·(u·B)``, and the factor lands on the (smaller, or elementwise-read)
+  product, where ``fuse_elementwise`` merges it into the expression that reads it.
 * ``fuse_elementwise``: an elementwise node read only by another elementwise node is
   substituted into it (sympy composition), one expression and one pass in the code.
 
@@ -15,6 +18,7 @@ Passes never mutate nodes; they build new ones in the same graph.
 from __future__ import annotations
 
 import itertools
+import math
 from typing import Sequence
 
 from graphc.compiler.walk import toposort, use_counts
@@ -103,6 +107,85 @@ def fuse_contractions(outputs: Sequence[Node]) -> list[Node]:
     return _rewrite(outputs, visit)
 
 
+def _scalar_factor(node: Node):
+    """``c`` when ``node`` is ``c·u`` elementwise over the same indices as ``u``; else None."""
+    op = node.op
+    if (not isinstance(op, Elementwise) or len(node.inputs) != 1 or node.kind != "float"
+            or op.in_indices[0] != op.out_indices):
+        return None
+    c, rest = op.fn.expr.as_coeff_Mul()
+    return c if rest == op.fn.symbols[0] and c.is_number and c.is_finite and c != 1 else None
+
+
+def _not_larger(shape: tuple, than: tuple) -> bool:
+    """Whether an array of ``shape`` surely has no more elements than one of ``than`` (dims may be symbolic)."""
+    rest = list(than)
+    bigger = 1
+    for d in shape:
+        if d in rest:
+            rest.remove(d)
+        elif isinstance(d, int):
+            bigger *= d
+        else:
+            return False  # a symbolic dim only the result has: could be any size
+    return bigger <= math.prod(d for d in rest if isinstance(d, int))
+
+
+def fold_scalar_factors(outputs: Sequence[Node]) -> list[Node]:
+    """Move constant factors off contraction operands onto their results.
+
+    A scaled operand ``c·u`` (``x/255``, say) whose every reader is a contraction need
+    not exist: each contraction reads ``u`` and its result is scaled instead.  That
+    saves a pass over ``u`` as long as scaling the results costs nothing more, so each
+    result must either be read by exactly one elementwise node (``fuse_elementwise``
+    then merges the factor into its expression, or the numpy lowering into a fused
+    update's gemm α) or be surely no larger than ``u``.  The result changes by rounding
+    only: ``c·(u·B)`` and ``(c·u)·B`` round differently.
+    """
+    sp = _sympy()
+    order = toposort(outputs)
+    out_ids = {id(o) for o in outputs}
+    readers: dict[int, list] = {}
+    for n in order:
+        for i in n.inputs:
+            readers.setdefault(id(i), []).append(n)
+
+    def result_absorbs(product: Node, operand: Node) -> bool:
+        rs = readers.get(id(product), [])
+        absorbed = id(product) not in out_ids and len(rs) == 1 and isinstance(rs[0].op, Elementwise)
+        return absorbed or _not_larger(product.shape, operand.shape)
+
+    folded = {id(n) for n in order
+              if id(n) not in out_ids and _scalar_factor(n) is not None and readers.get(id(n))
+              and all(isinstance(r.op, Contraction) and result_absorbs(r, n) for r in readers[id(n)])}
+
+    def visit(node, inputs):
+        if not isinstance(node.op, Contraction) or not any(id(i) in folded for i in node.inputs):
+            return _clone(node, inputs)
+        factor = sp.Integer(1)
+        operands = []
+        for old, new in zip(node.inputs, inputs):
+            if id(old) in folded:
+                factor *= _scalar_factor(old)
+                new = new.inputs[0]
+            operands.append(new)
+        # The product is no longer the value the user named (it lacks the factor): the name
+        # goes to the scaled node, which is that value.
+        product = contraction(node.op.spec, operands, sizes=letter_sizes(node))
+        if all(product is not o for o in operands):  # (an identity contraction returns its operand)
+            product.origin = node.origin
+        if factor == 1:  # factors that cancel (c and 1/c)
+            return product
+        y = sp.Symbol("y", real=True)
+        fn = ElementwiseFn.from_expr("scale", (y,), factor * y)
+        out = node.op.spec.output
+        scaled = make(fn, [product], [out], out, node.shape, name=node.name)
+        scaled.origin = node.origin
+        return scaled
+
+    return _rewrite(outputs, visit)
+
+
 def fuse_elementwise(outputs: Sequence[Node]) -> list[Node]:
     sp = _sympy()
     order = toposort(outputs)
@@ -145,10 +228,11 @@ def fuse_elementwise(outputs: Sequence[Node]) -> list[Node]:
 
 
 def simplify(outputs: Sequence[Node], fuse: bool = True) -> list[Node]:
-    """CSE, then (with ``fuse``) contraction merging and elementwise fusion, then CSE again."""
+    """CSE, then (with ``fuse``) contraction merging, scalar folding and elementwise fusion, then CSE again."""
     outputs = cse(outputs)
     if fuse:
         outputs = fuse_contractions(outputs)
+        outputs = fold_scalar_factors(outputs)
         outputs = fuse_elementwise(outputs)
         outputs = cse(outputs)
     return outputs
