@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from graphc.errors import GraphError
 from graphc.ops import Graph, Node, einsum, relu, softmax_cross_entropy
 
 
@@ -22,14 +23,23 @@ class TwoLayerNet:
 
 
 def two_layer_net(input_size: int = 784, hidden_size: int = 50, output_size: int = 10,
-                  integer_labels: bool = False) -> TwoLayerNet:
-    """``loss = softmax_cross_entropy(relu(x·W1 + b1)·W2 + b2, t)``, with the batch dim symbolic."""
+                  integer_labels: bool = False, input_divisor: float | None = None) -> TwoLayerNet:
+    """``loss = softmax_cross_entropy(relu(x·W1 + b1)·W2 + b2, t)``, with the batch dim symbolic.
+
+    ``input_divisor``: the net reads ``x / input_divisor`` (``255``: raw pixel values).
+    The compiler folds the division into the first layer's products, so the scaled
+    images are never made (``graphc.compiler.simplify.fold_scalar_factors``).
+    """
+    if input_divisor is not None and (isinstance(input_divisor, bool) or not isinstance(input_divisor, (int, float))
+                                      or not input_divisor > 0):
+        raise GraphError(f"two_layer_net: input_divisor must be a positive number, got {input_divisor!r}")
     g = Graph("two_layer_net")
     x = g.input("x", ("n", input_size))
     t = g.input("t", ("n",), kind="int") if integer_labels else g.input("t", ("n", output_size))
     W1, b1 = g.param("W1", (input_size, hidden_size)), g.param("b1", (hidden_size,))
     W2, b2 = g.param("W2", (hidden_size, output_size)), g.param("b2", (output_size,))
-    A1 = einsum("nk,kh->nh", x, W1, name="XW1") + b1
+    inputs = x if input_divisor is None else (x / input_divisor).rename("x_scaled")
+    A1 = einsum("nk,kh->nh", inputs, W1, name="XW1") + b1
     A1.rename("A1")
     h = relu(A1, name="h")
     a = einsum("nh,hc->nc", h, W2, name="hW2") + b2

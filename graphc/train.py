@@ -10,7 +10,6 @@ the curves (``history.json``, ``curves.png``) and a summary line.
 
 from __future__ import annotations
 
-import functools
 import json
 import time
 from dataclasses import asdict, dataclass, field
@@ -37,9 +36,10 @@ class TrainConfig:
     data: str | None = None  # MNIST directory; else $GRAPHC_DATA, else the cache
     out: str | None = "runs/mnist"  # where params, curves and the plot go; None: nowhere
     eval_chunk: int = 2_000  # rows per evaluation call: the chunk and its activations stay in cache
-    # "uint8": kept as the files store them (a quarter of float32's memory) and normalized
-    # batch by batch and chunk by chunk, the same values; "float": normalized once at load,
-    # as the seed does.  Loop times are within a few percent of each other (README).
+    # "uint8": kept as the files store them (a quarter of float32's memory), each batch and
+    # evaluation chunk cast to float as it is used, and the net divides by 255 inside its
+    # first products (the compiler folds it there): equal to "float" up to rounding, and
+    # faster.  "float": normalized once at load, as the seed does, the seed's arithmetic.
     images: str = "uint8"
     progress: bool = True
     plot: bool = True
@@ -63,53 +63,11 @@ class TrainResult:
                 f"{self.seconds:.1f} s")
 
 
-@functools.lru_cache(maxsize=None)
-def exact_pixel_scale(dtype) -> tuple | None:
-    """``(m, c)`` such that ``(p·m)·c == p/255`` in ``dtype`` for all 256 pixel values p, or None.
-
-    p/255 is the correctly rounded quotient, and no single multiplier gives it for every
-    p.  Two do: p·m is an exact small integer, and some c near 1/(255·m) then rounds
-    each product to the quotient (m = 3 for float32, 77 for float64).  The pair is found
-    by checking all 256 values, so the result is exact by construction.  Two multiply
-    passes cost less than one division pass: float64 division is slow enough to add
-    ~10% to an evaluation of the training set.
-    """
-    dtype = np.dtype(dtype)
-    pixels = np.arange(256, dtype=dtype)
-    want = pixels / dtype.type(255)
-    for m in range(1, 256):
-        c = dtype.type(1) / dtype.type(255 * m)
-        if np.array_equal(pixels * dtype.type(m) * c, want):
-            return dtype.type(m), c
-    return None
-
-
-def normalize_into(images: np.ndarray, out: np.ndarray) -> np.ndarray:
-    """uint8 pixels to [0, 1] in ``out``'s dtype: the same values as ``load_mnist(normalize=True)``.
-
-    By default (``TrainConfig(images="uint8")``) the run keeps the images as the uint8
-    they are stored as, a quarter of float32's memory (47 MB instead of 188 MB for the
-    training set), and normalizes each batch and each evaluation chunk as it is used.
-    The values are bit for bit the loader's ``np.divide(images, 255, dtype=...)``.  The
-    price is that pass, again at every evaluation of the training set (see the README's
-    performance section).
-
-    A cast then in-place passes, because numpy's mixed-type ``divide(uint8, float)``
-    casts through small buffers (1.4x slower on 2,000-row chunks); the cast is exact,
-    and the passes are the two multiplies of ``exact_pixel_scale`` where it has a pair.
-    """
-    np.copyto(out, images)
-    scale = exact_pixel_scale(out.dtype)
-    if scale is None:
-        return np.divide(out, out.dtype.type(255), out=out)
-    np.multiply(out, scale[0], out=out)
-    return np.multiply(out, scale[1], out=out)
-
-
 class Evaluator:
     """Accuracy over a whole set: a compiled graph that computes only the logits' argmax, in large chunks.
 
-    uint8 images are normalized chunk by chunk into one reused buffer.
+    uint8 images are cast chunk by chunk into one reused float buffer (exactly); a net
+    made for them (``two_layer_net(input_divisor=255)``) scales them itself.
     """
 
     def __init__(self, logits, chunk: int, dtype=np.float32):
@@ -128,7 +86,8 @@ class Evaluator:
             if rows.dtype == np.uint8:
                 if self._buffer is None or self._buffer.shape[1:] != rows.shape[1:] or len(self._buffer) < len(rows):
                     self._buffer = np.empty((self.chunk,) + rows.shape[1:], self.dtype)
-                rows = normalize_into(rows, self._buffer[: len(rows)])
+                np.copyto(self._buffer[: len(rows)], rows)
+                rows = self._buffer[: len(rows)]
             pred = self.fn(params, x=rows)
             correct += int(np.count_nonzero(pred == labels[start:start + self.chunk]))
         return correct / len(x)
@@ -219,7 +178,11 @@ def train_mnist(config: TrainConfig = TrainConfig(), log: Callable[[str], None] 
     labels_test = t_test if config.integer_labels else t_test.argmax(axis=1)
 
     rng = np.random.default_rng(config.seed)
-    net = two_layer_net(784, config.hidden, 10, integer_labels=config.integer_labels)
+    # uint8 images are fed as the pixel values they are (cast to float, exactly); the net
+    # divides by 255 itself, and the compiler folds that into the first layer's products.
+    pixels = x_train.dtype == np.uint8
+    net = two_layer_net(784, config.hidden, 10, integer_labels=config.integer_labels,
+                        input_divisor=255 if pixels else None)
     params = init_two_layer_params(rng, 784, config.hidden, 10, config.weight_init_std, dtype)
     step = TrainStep(net.loss, params, _optimizer(config))
     evaluator = Evaluator(net.logits, config.eval_chunk, dtype)
@@ -227,9 +190,9 @@ def train_mnist(config: TrainConfig = TrainConfig(), log: Callable[[str], None] 
     train_size = len(x_train)
     iter_per_epoch = max(train_size // config.batch_size, 1)
     history = {"loss": [], "iteration": [], "train_acc": [], "test_acc": []}
-    x_batch = np.empty((config.batch_size,) + x_train.shape[1:], dtype=dtype if x_train.dtype == np.uint8 else x_train.dtype)
-    # uint8 images are gathered into ``staging`` and normalized into x_batch
-    staging = np.empty(x_batch.shape, np.uint8) if x_train.dtype == np.uint8 else None
+    x_batch = np.empty((config.batch_size,) + x_train.shape[1:], dtype=dtype if pixels else x_train.dtype)
+    # uint8 images are gathered into ``staging`` and cast into x_batch
+    staging = np.empty(x_batch.shape, np.uint8) if pixels else None
     t_batch = np.empty((config.batch_size,) + t_train.shape[1:], dtype=t_train.dtype)
     checkpoint = Path(config.out) / "checkpoint.npz" if config.out and config.checkpoint_every > 0 else None
     first = 0
@@ -249,7 +212,7 @@ def train_mnist(config: TrainConfig = TrainConfig(), log: Callable[[str], None] 
         if staging is None:
             np.take(x_train, batch, axis=0, out=x_batch, mode="clip")
         else:
-            normalize_into(np.take(x_train, batch, axis=0, out=staging, mode="clip"), x_batch)
+            np.copyto(x_batch, np.take(x_train, batch, axis=0, out=staging, mode="clip"))
         np.take(t_train, batch, axis=0, out=t_batch, mode="clip")
         loss = step(x=x_batch, t=t_batch)
         history["loss"].append(float(loss))

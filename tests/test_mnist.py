@@ -80,28 +80,48 @@ def test_short_mnist_run_learns(tmp_path):
     assert saved["W1"].shape == (784, 50) and saved["W1"].dtype == np.float32
 
 
-@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.float16])  # float16: no pair, the division
-def test_uint8_images_normalize_to_the_loaders_values(dtype):
-    """The run keeps images as uint8 and normalizes per batch: bit for bit what load_mnist(normalize=True) gives."""
-    from graphc.train import normalize_into
+@pytest.mark.parametrize("dtype, rtol", [(np.float64, 1e-12), (np.float32, 2e-5)])
+def test_the_pixel_net_equals_the_net_on_normalized_images(dtype, rtol):
+    """two_layer_net(input_divisor=255) on raw pixels: the seed's net on pixels/255, up to rounding."""
+    rng = np.random.default_rng(6)
+    pixels = rng.integers(0, 256, (20, 784)).astype(dtype)
+    t = np.eye(10, dtype=dtype)[rng.integers(0, 10, 20)]
+    params = init_two_layer_params(rng, dtype=dtype, weight_init_std=0.1)
+    params["b1"] += dtype(0.05)
+    results = []
+    for net, x in ((two_layer_net(input_divisor=255), pixels), (two_layer_net(), pixels / dtype(255))):
+        grads = gc.grad(net.loss, [net.params[k] for k in ("W1", "b1", "W2", "b2")])
+        results.append(gc.compile([net.logits, net.loss, *grads])(params, x=x, t=t))
+    for got, want in zip(*results):
+        np.testing.assert_allclose(got, want, rtol=rtol, atol=rtol * 1e-2)
 
-    pixels = np.arange(256, dtype=np.uint8).reshape(16, 16)
-    out = np.empty(pixels.shape, dtype)
-    np.testing.assert_array_equal(normalize_into(pixels, out), np.divide(pixels, 255, dtype=dtype))
-    assert out.dtype == dtype
+
+def test_the_pixel_nets_step_never_scales_the_images():
+    """The division by 255 is folded into the first products: the step reads x with BLAS only."""
+    from graphc.optim import SGD, TrainStep
+
+    net = two_layer_net(input_divisor=255)
+    step = TrainStep(net.loss, init_two_layer_params(np.random.default_rng(0)), SGD(lr=0.1))
+    step(x=np.zeros((100, 784), np.float32), t=np.full((100, 10), 0.1, np.float32))
+    run = step.source.split("def run(")[1]
+    assert [line.split("(")[0].strip() for line in run.splitlines() if "a0" in line.split("#")[0]][1:] == [
+        "xp.dot", "g6"]  # the signature line, then x·W1 and the W1 update's gemm (α = -1/255)
+    assert "rt.GemmAccumulate(dtype, True, False, -0.00392156862745098, 1.0, (784, 50,))" in step.source
 
 
-@pytest.mark.parametrize("dtype, m", [(np.float32, 3), (np.float64, 77), (np.float16, None)])
-def test_exact_pixel_scale_is_two_multiplies_giving_the_quotient(dtype, m):
-    from graphc.train import exact_pixel_scale
+def test_gradients_of_the_pixel_net_match_finite_differences():
+    net = two_layer_net(8, 5, 3, input_divisor=255)
+    rng = np.random.default_rng(7)
+    values = {"x": rng.integers(0, 256, (4, 8)).astype(float), "t": np.eye(3)[rng.integers(0, 3, 4)],
+              **init_two_layer_params(rng, 8, 5, 3, weight_init_std=0.5, dtype=np.float64)}
+    values["b1"] = rng.standard_normal(5)
+    gc.check_grads(net.loss, list(net.params.values()), values)
 
-    scale = exact_pixel_scale(dtype)
-    if m is None:
-        assert scale is None
-        return
-    assert scale[0] == m and scale[0].dtype == dtype and scale[1].dtype == dtype
-    pixels = np.arange(256, dtype=dtype)
-    np.testing.assert_array_equal(pixels * scale[0] * scale[1], pixels / dtype(255))
+
+@pytest.mark.parametrize("divisor", [0, -255, "255", float("nan")])
+def test_a_bad_input_divisor_is_refused_at_declaration(divisor):
+    with pytest.raises(gc.GraphError, match="input_divisor must be a positive number"):
+        two_layer_net(input_divisor=divisor)
 
 
 def _synthetic_mnist(rng, n_train=300, n_test=70):
@@ -111,22 +131,22 @@ def _synthetic_mnist(rng, n_train=300, n_test=70):
 
 
 def test_evaluator_gives_the_same_accuracy_on_uint8_and_float_images():
+    """uint8 chunks cast for the pixel net predict what normalized floats do for the seed's net."""
     from graphc.train import Evaluator
 
     rng = np.random.default_rng(4)
     (x, _), (t, _) = _synthetic_mnist(rng)
     labels = t.argmax(axis=1)
-    net = two_layer_net()
     params = init_two_layer_params(rng, dtype=np.float32, weight_init_std=0.1)
     for chunk in (7, 64, 1000):  # chunks that do not divide the set, and one larger than it
-        evaluator = Evaluator(net.logits, chunk, np.float32)
-        on_u8 = evaluator.accuracy(params, x, labels)
-        on_float = evaluator.accuracy(params, np.divide(x, 255, dtype=np.float32), labels)
+        on_u8 = Evaluator(two_layer_net(input_divisor=255).logits, chunk, np.float32).accuracy(params, x, labels)
+        on_float = Evaluator(two_layer_net().logits, chunk, np.float32).accuracy(
+            params, np.divide(x, 255, dtype=np.float32), labels)
         assert on_u8 == on_float and 0.0 < on_u8 < 1.0
 
 
-def test_training_on_uint8_images_equals_training_on_normalized_ones():
-    """The staging path (gather uint8, normalize into the batch buffer) changes nothing but memory."""
+def test_training_on_uint8_images_matches_training_on_normalized_ones():
+    """The pixel path (gather uint8, cast, the net divides inside its products) agrees to rounding."""
     from graphc.train import TrainConfig, train_mnist
 
     rng = np.random.default_rng(5)
@@ -136,20 +156,23 @@ def test_training_on_uint8_images_equals_training_on_normalized_ones():
     normalized = [np.divide(a, 255, dtype=np.float32) for a in (x, x_test)]
     as_float = train_mnist(config, log=lambda s: None, data=((normalized[0], t), (normalized[1], t_test)))
     for k in as_u8.params:
-        np.testing.assert_array_equal(as_u8.params[k], as_float.params[k], err_msg=k)
-    assert as_u8.history == as_float.history
+        np.testing.assert_allclose(as_u8.params[k], as_float.params[k], rtol=1e-4, atol=1e-6, err_msg=k)
+    np.testing.assert_allclose(as_u8.history["loss"], as_float.history["loss"], rtol=1e-5)
+    assert as_u8.history["train_acc"] == as_float.history["train_acc"]
 
 
 @pytest.mark.skipif(not DATA or not Path(DATA, "train-images-idx3-ubyte.gz").exists(),
                     reason="set GRAPHC_DATA to the MNIST files (CI sets it to ../shared/mnist)")
-def test_uint8_images_option_on_the_real_files_changes_nothing_but_memory():
+def test_uint8_and_float_images_train_alike_on_the_real_files():
     from graphc.train import TrainConfig, train_mnist
 
     runs = [train_mnist(TrainConfig(iters=200, data=DATA, out=None, progress=False, plot=False, images=images),
                         log=lambda s: None) for images in ("float", "uint8")]
-    for k in runs[0].params:
-        np.testing.assert_array_equal(runs[0].params[k], runs[1].params[k], err_msg=k)
-    assert runs[0].history == runs[1].history
+    for k in runs[0].params:  # 200 SGD steps apart by rounding: measured 5e-8 at most
+        np.testing.assert_allclose(runs[1].params[k], runs[0].params[k], rtol=1e-4, atol=1e-6, err_msg=k)
+    np.testing.assert_allclose(runs[1].history["loss"], runs[0].history["loss"], rtol=1e-4)
+    for key in ("train_acc", "test_acc"):
+        np.testing.assert_allclose(runs[1].history[key], runs[0].history[key], atol=1e-3)
 
 
 def test_unknown_image_storage_is_refused():
