@@ -240,6 +240,8 @@ class NumpyLowering:
         leaf = self.update_of.get(id(node))
         if (leaf is None or id(node) in self.shared_updates or id(leaf) not in self.var or id(leaf) in self.read_at_end
                 or sum(i is leaf for i in node.inputs) > 1
+                # a view of the leaf (Wᵀ) as an operand: the ufunc sequence would read entries it already wrote
+                or any(i is not leaf and view_base(i) is leaf for i in node.inputs)
                 or any(view_base(i) is leaf for n in self.order[self.position[id(node)] + 1:] for i in n.inputs)):
             return None
         alias = next((s for s, i in zip(node.op.fn.symbols, node.inputs) if i is leaf), None)
