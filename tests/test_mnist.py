@@ -92,8 +92,8 @@ def test_the_pixel_net_equals_the_net_on_normalized_images(dtype, rtol):
     for net, x in ((two_layer_net(input_divisor=255), pixels), (two_layer_net(), pixels / dtype(255))):
         grads = gc.grad(net.loss, [net.params[k] for k in ("W1", "b1", "W2", "b2")])
         results.append(gc.compile([net.logits, net.loss, *grads])(params, x=x, t=t))
-    for got, want in zip(*results):
-        np.testing.assert_allclose(got, want, rtol=rtol, atol=rtol * 1e-2)
+    for got, want in zip(*results):  # entries near zero after cancellation: an error on the array's scale
+        np.testing.assert_allclose(got, want, rtol=rtol, atol=rtol * float(np.abs(want).max()))
 
 
 def test_the_pixel_nets_step_never_scales_the_images():

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections import Counter
 from typing import Sequence
 
 from graphc.compiler.walk import toposort, use_counts
@@ -117,18 +118,34 @@ def _scalar_factor(node: Node):
     return c if rest == op.fn.symbols[0] and c.is_number and c.is_finite and c != 1 else None
 
 
-def _not_larger(shape: tuple, than: tuple) -> bool:
-    """Whether an array of ``shape`` surely has no more elements than one of ``than`` (dims may be symbolic)."""
-    rest = list(than)
-    bigger = 1
-    for d in shape:
-        if d in rest:
-            rest.remove(d)
-        elif isinstance(d, int):
-            bigger *= d
+def _size_term(shape: tuple) -> tuple:
+    """(the symbolic dims as a multiset, the product of the fixed ones)."""
+    return Counter(d for d in shape if not isinstance(d, int)), math.prod(d for d in shape if isinstance(d, int))
+
+
+def _no_larger(shapes: Sequence[tuple], than: tuple) -> bool:
+    """Whether arrays of ``shapes`` together have no more elements than one of ``than``.
+
+    Symbolic dims count as larger than any fixed size (what a graph leaves symbolic is
+    its batch): a result lacking one of the operand's symbolic dims is smaller, one
+    with a symbolic dim the operand lacks is larger.
+    """
+    top_dims, top = _size_term(than)
+    lead, lower = 0, False
+    for shape in shapes:
+        dims, size = _size_term(shape)
+        if dims - top_dims:
+            return False
+        if dims == top_dims:
+            lead += size
         else:
-            return False  # a symbolic dim only the result has: could be any size
-    return bigger <= math.prod(d for d in rest if isinstance(d, int))
+            lower = True
+    return lead < top or (lead == top and not lower)
+
+
+# Combined factors outside this range are left alone: folding 1e200·1e200 into one
+# constant would overflow where the unfused order does not (and 1e-200·1e-200 underflow).
+_FACTOR_RANGE = (2.0 ** -60, 2.0 ** 60)
 
 
 def fold_scalar_factors(outputs: Sequence[Node]) -> list[Node]:
@@ -136,11 +153,14 @@ def fold_scalar_factors(outputs: Sequence[Node]) -> list[Node]:
 
     A scaled operand ``c·u`` (``x/255``, say) whose every reader is a contraction need
     not exist: each contraction reads ``u`` and its result is scaled instead.  That
-    saves a pass over ``u`` as long as scaling the results costs nothing more, so each
-    result must either be read by exactly one elementwise node (``fuse_elementwise``
-    then merges the factor into its expression, or the numpy lowering into a fused
-    update's gemm α) or be surely no larger than ``u``.  The result changes by rounding
-    only: ``c·(u·B)`` and ``(c·u)·B`` round differently.
+    trades a pass over ``u`` for one over each result, so it is done when the results
+    together are no larger than ``u`` (see ``_no_larger``).  A result read by one
+    elementwise node gets the factor inside that node's expression (``fuse_elementwise``),
+    and an update ``W - α·(A·B)`` that the numpy lowering fuses takes it into the gemm's
+    α, for free.
+
+    The values change by rounding: ``c·(u·B)`` and ``(c·u)·B`` round differently.  In
+    float16 the product ``u·B`` can overflow where ``(c·u)·B`` with ``c < 1`` does not.
     """
     sp = _sympy()
     order = toposort(outputs)
@@ -150,36 +170,39 @@ def fold_scalar_factors(outputs: Sequence[Node]) -> list[Node]:
         for i in n.inputs:
             readers.setdefault(id(i), []).append(n)
 
-    def result_absorbs(product: Node, operand: Node) -> bool:
-        rs = readers.get(id(product), [])
-        absorbed = id(product) not in out_ids and len(rs) == 1 and isinstance(rs[0].op, Elementwise)
-        return absorbed or _not_larger(product.shape, operand.shape)
+    def foldable(n: Node) -> bool:
+        rs = readers.get(id(n), [])
+        return (id(n) not in out_ids and _scalar_factor(n) is not None and bool(rs)
+                and all(isinstance(r.op, Contraction) for r in rs)
+                and _no_larger([r.shape for r in {id(r): r for r in rs}.values()], n.shape))
 
-    folded = {id(n) for n in order
-              if id(n) not in out_ids and _scalar_factor(n) is not None and readers.get(id(n))
-              and all(isinstance(r.op, Contraction) and result_absorbs(r, n) for r in readers[id(n)])}
+    folded = {id(n) for n in order if foldable(n)}
 
     def visit(node, inputs):
         if not isinstance(node.op, Contraction) or not any(id(i) in folded for i in node.inputs):
             return _clone(node, inputs)
         factor = sp.Integer(1)
-        operands = []
-        for old, new in zip(node.inputs, inputs):
+        for old in node.inputs:
             if id(old) in folded:
                 factor *= _scalar_factor(old)
-                new = new.inputs[0]
-            operands.append(new)
+        if not _FACTOR_RANGE[0] <= abs(float(factor)) <= _FACTOR_RANGE[1]:
+            return _clone(node, inputs)
+        operands = [new.inputs[0] if id(old) in folded else new for old, new in zip(node.inputs, inputs)]
+        product = contraction(node.op.spec, operands, sizes=letter_sizes(node))
+        fresh = all(product is not o for o in operands)  # (an identity contraction returns its operand)
+        if fresh:
+            product.origin = node.origin
+        name = None if node.auto_named else node.name
+        if float(factor) == 1.0:  # factors that cancel (c and 1/c): the product is the named value
+            if fresh and name is not None:
+                product.rename(name)
+            return product
         # The product is no longer the value the user named (it lacks the factor): the name
         # goes to the scaled node, which is that value.
-        product = contraction(node.op.spec, operands, sizes=letter_sizes(node))
-        if all(product is not o for o in operands):  # (an identity contraction returns its operand)
-            product.origin = node.origin
-        if factor == 1:  # factors that cancel (c and 1/c)
-            return product
         y = sp.Symbol("y", real=True)
         fn = ElementwiseFn.from_expr("scale", (y,), factor * y)
         out = node.op.spec.output
-        scaled = make(fn, [product], [out], out, node.shape, name=node.name)
+        scaled = make(fn, [product], [out], out, node.shape, name=name)
         scaled.origin = node.origin
         return scaled
 
