@@ -8,7 +8,7 @@ iterations and after the last.  Every run is its own subprocess (``python -c``),
 run's peak resident memory is that child's ``ru_maxrss`` (read with ``os.wait4``).
 
   graphc        graphc.train.train_mnist(TrainConfig(out=None, progress=False)): the defaults,
-                images kept as the uint8 the files store and normalized per batch/chunk
+                images kept as the uint8 the files store, cast per batch/chunk, /255 in the net
   numpy-hand    the same schedule with the hand-tuned numpy step of bench_step.py
   graphc-float  train_mnist with images="float": all images normalized to float at load, as the hand run
   --peers adds  seed-layers (the seed's layer classes), torch-eager, jax-jit (when installed)

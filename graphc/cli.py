@@ -25,8 +25,9 @@ def _train_parser(sub) -> None:
     p.add_argument("--dtype", choices=["float32", "float64"], default=d.dtype)
     p.add_argument("--integer-labels", action="store_true", help="integer labels instead of one-hot targets")
     p.add_argument("--images", choices=["uint8", "float"], default=d.images,
-                   help="uint8: keep the images as the files store them (a quarter of float32's memory) and "
-                        "normalize each batch as it is used; float: normalize them all at load, as the seed does")
+                   help="uint8: keep the images as the files store them (a quarter of float32's memory), cast each "
+                        "batch to float and divide by 255 inside the net's first products; float: normalize them "
+                        "all at load, the seed's arithmetic")
     # Before --images existed, uint8 storage was this opt-in flag; it still means --images uint8.
     p.add_argument("--uint8-images", action="store_const", dest="images", const="uint8", help=argparse.SUPPRESS)
     p.add_argument("--data", default=None, help="MNIST directory (default: $GRAPHC_DATA, else the user cache)")
