@@ -18,11 +18,26 @@ def _scales(outputs, x) -> bool:
     return any(isinstance(n.op, Elementwise) and any(i is x for i in n.inputs) for n in toposort(simplify(outputs)))
 
 
-def _agree(outputs, feed):
-    fused = gc.compile(outputs)(feed)
-    plain = gc.compile(outputs, fuse=False)(feed)
-    for a, b in zip(fused, plain):
-        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
+def _copy(feed):
+    return {k: (v.copy() if isinstance(v, np.ndarray) else v) for k, v in feed.items()}
+
+
+def _agree(outputs, feed, updates=None, lowering="auto", rtol=1e-10, atol=1e-12):
+    """Fused vs unfused: same outputs (shape, dtype, value) and same updated arrays."""
+    runs = []
+    for fuse in (True, False):
+        f = _copy(feed)
+        r = gc.compile(outputs, fuse=fuse, updates=updates, lowering=lowering if fuse else "auto")(f)
+        runs.append((r, f))
+    (r1, f1), (r2, f2) = runs
+    for a, b in zip(r1, r2):
+        a, b = np.asarray(a), np.asarray(b)
+        assert a.shape == b.shape and a.dtype == b.dtype
+        np.testing.assert_allclose(a, b, rtol=rtol, atol=atol)
+    for k in f1:
+        if isinstance(f1[k], np.ndarray):
+            np.testing.assert_allclose(f1[k], f2[k], rtol=rtol, atol=atol, err_msg=k)
+    return r1
 
 
 SCALES = {"x/255": lambda x: x / 255, "0.5*x": lambda x: 0.5 * x, "-x": lambda x: -x, "x*3": lambda x: x * 3}

@@ -20,42 +20,14 @@ from hypothesis import strategies as st
 
 import graphc as gc
 import graphc.compiler.simplify  # noqa: F401  (the module; the package re-exports a function of that name)
-from graphc.compiler.simplify import _no_larger, simplify
-from graphc.compiler.walk import toposort
-from graphc.ops.elementwise import Elementwise
+from graphc.compiler.simplify import _no_larger
 from graphc.optim import SGD, Adam, Momentum, TrainStep
+from test_fold_scalars import _agree, _copy, _scales  # the helpers both files share
 
 SIMPLIFY = sys.modules["graphc.compiler.simplify"]
 
 
 # -- helpers -------------------------------------------------------------------------------
-
-def _scales(outputs, x) -> bool:
-    """Whether the simplified graph still has an elementwise node reading ``x``."""
-    return any(isinstance(n.op, Elementwise) and any(i is x for i in n.inputs) for n in toposort(simplify(outputs)))
-
-
-def _copy(feed):
-    return {k: (v.copy() if isinstance(v, np.ndarray) else v) for k, v in feed.items()}
-
-
-def _agree(outputs, feed, updates=None, lowering="auto", rtol=1e-10, atol=1e-12):
-    """Fused vs unfused: same outputs (shape, dtype, value) and same updated arrays."""
-    runs = []
-    for fuse in (True, False):
-        f = _copy(feed)
-        r = gc.compile(outputs, fuse=fuse, updates=updates, lowering=lowering if fuse else "auto")(f)
-        runs.append((r, f))
-    (r1, f1), (r2, f2) = runs
-    for a, b in zip(r1, r2):
-        a, b = np.asarray(a), np.asarray(b)
-        assert a.shape == b.shape and a.dtype == b.dtype
-        np.testing.assert_allclose(a, b, rtol=rtol, atol=atol)
-    for k in f1:
-        if isinstance(f1[k], np.ndarray):
-            np.testing.assert_allclose(f1[k], f2[k], rtol=rtol, atol=atol, err_msg=k)
-    return r1
-
 
 @pytest.fixture
 def nofold(monkeypatch):
