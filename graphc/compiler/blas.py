@@ -143,7 +143,9 @@ class GemmAccumulate:
         self.alpha, self.beta = float(alpha), float(beta)
         self.m, self.n = shape
         self.bound = (None, None, None)  # weak references to the arrays the cached call is for
+        self.layouts = (None, None, None)  # their (pointer, flag, ld) as ctypes values
         self.call = None  # the BLAS arguments for them, or None: use numpy
+        self.fixed = None  # (k, and the arguments that do not depend on the arrays)
         self.scratch = None
         # numpy fallback constants, in the step's dtype (a Python float is converted every call)
         self.alpha_0d, self.beta_0d = np.asarray(alpha, self.dtype), np.asarray(beta, self.dtype)
@@ -160,17 +162,34 @@ class GemmAccumulate:
             self.gemm.fn(*self.call)
 
     def _rebind(self, a, b, c) -> None:
+        old, cached = self.bound, self.layouts
         self.bound = (weakref.ref(a), weakref.ref(b), weakref.ref(c))
         self.call = None
         if self.gemm is None:
             return
+        # Only an array that changed is looked at again: a step fed a new batch array each
+        # call (``step(x=x_train[idx])``) re-reads that one alone, not the parameter.
+        la = cached[0] if old[0] is not None and old[0]() is a else self._slot(a.T if self.ta else a)
+        lb = cached[1] if old[1] is not None and old[1]() is b else self._slot(b.T if self.tb else b)
+        lc = cached[2] if old[2] is not None and old[2]() is c else self._slot(c)
+        self.layouts = (la, lb, lc)
         k = b.shape[1] if self.tb else b.shape[0]
-        la, lb, lc = _layout(a.T if self.ta else a), _layout(b.T if self.tb else b), _layout(c)
-        if (la is None or lb is None or lc is None or lc[1] != _NO_TRANS or 0 in (self.m, self.n, k)
+        if (la is None or lb is None or lc is None or lc[1].value != _NO_TRANS or 0 in (self.m, self.n, k)
                 or np.may_share_memory(c, a) or np.may_share_memory(c, b)):  # numpy's path copes with these
             return
-        self.call = self.gemm.arguments(_ROW_MAJOR, la[1], lb[1], self.m, self.n, k, self.alpha, la[0], la[2],
-                                        lb[0], lb[2], self.beta, lc[0], lc[2])
+        if self.fixed is None or self.fixed[0] != k:  # the arguments no array changes, as ctypes values
+            i, r = self.gemm.int_t, self.gemm.real_t
+            self.fixed = (k, i(_ROW_MAJOR), i(self.m), i(self.n), i(k), r(self.alpha), r(self.beta))
+        _, order, m, n, kk, alpha, beta = self.fixed
+        self.call = (order, la[1], lb[1], m, n, kk, alpha, la[0], la[2], lb[0], lb[2], beta, lc[0], lc[2])
+
+    def _slot(self, matrix):
+        """``_layout`` of one operand as ctypes values (pointer, flag, ld), or None."""
+        layout = _layout(matrix)
+        if layout is None:
+            return None
+        i = self.gemm.int_t
+        return ctypes.c_void_p(layout[0]), i(layout[1]), i(layout[2])
 
     def _numpy(self, a, b, c) -> None:
         if self.scratch is None:
