@@ -63,6 +63,24 @@ def test_gemm_accumulate_follows_new_arrays_and_falls_back_for_aliases():
     assert g.call is None
 
 
+def test_gemm_accumulate_rereads_only_the_operand_that_changed():
+    # The parameter c and b stay, a new a arrives each call (a step fed fresh batches): its
+    # layout is read again, the others' are kept -- through C order, Fortran order, a
+    # strided view numpy's path must take, and back.
+    rng = np.random.default_rng(1)
+    g = GemmAccumulate(np.float64, True, False, -1.0, 1.0, (4, 3))
+    b, c = rng.standard_normal((5, 3)), rng.standard_normal((4, 3))
+    for make in (np.ascontiguousarray, np.asfortranarray, lambda x: np.repeat(x, 2, axis=1)[:, ::2],
+                 np.ascontiguousarray, lambda x: x):
+        a = make(rng.standard_normal((5, 4)))
+        want = c - a.T @ b
+        g(a, b, c)
+        np.testing.assert_allclose(c, want, rtol=1e-12)
+        assert (g.call is None) == (a.strides[1] != a.itemsize and a.strides[0] != a.itemsize) or not g.uses_blas
+    if g.uses_blas:
+        assert g.layouts[1] is not None and g.layouts[2] is not None
+
+
 def test_gemm_accumulate_without_blas(monkeypatch):
     g = GemmAccumulate(np.float32, False, True, 0.5, 2.0, (3, 2))
     g.gemm = None  # as on a numpy whose BLAS was not found
