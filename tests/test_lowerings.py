@@ -53,11 +53,13 @@ def test_numpy_lowering_plans_buffers_and_no_transposes():
     dots = re.findall(r"xp\.dot\((\w+)", body)
     ones = re.findall(r"(c\d+) = xp\.ones\(", step.source)
     accumulating = re.findall(r"(g\d+) = rt\.GemmAccumulate\(", step.source)
-    # x·W1, h·W2, dh = da·W2ᵀ (no dX for the input layer); db1, db2 as ones·dA (BLAS gemv);
+    # x·W1 + b1 and h·W2 + b2: the bias copied into the result, one accumulating gemm each;
+    # dh = da·W2ᵀ (no dX for the input layer); db1, db2 as ones·dA (BLAS gemv);
     # dW1 and dW2 never exist: W ← W - (lr-scaled) product, one accumulating gemm each
-    assert len([d for d in dots if d not in ones]) == 3
+    assert len([d for d in dots if d not in ones]) == 1
     assert len([d for d in dots if d in ones]) == 2
-    assert len(accumulating) == 2 and all(body.count(f"{g}(") == 1 for g in accumulating)
+    assert len(accumulating) == 4 and all(body.count(f"{g}(") == 1 for g in accumulating)
+    assert body.count("xp.copyto(") == 2 and "xp.add(" not in body  # the bias adds are the copies
     assert "xp.empty((784, 50,)" not in step.source  # no gradient buffer the size of W1
 
 

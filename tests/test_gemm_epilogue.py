@@ -1,0 +1,108 @@
+"""``α·(A·B) + b`` lowered as ``copyto(result, b)`` and one gemm with β = 1 (the numpy lowering).
+
+Every case compares the numpy lowering with the unfused graph in float64, and says whether
+the fused form was emitted (a GemmAccumulate with β = 1 and no separate add).
+"""
+
+import numpy as np
+import pytest
+
+import graphc as gc
+
+_SPECS = ["ik,kj->ij", "ki,kj->ij", "ik,jk->ij", "ki,jk->ij"]
+
+
+def _shapes(spec, m=5, n=3, k=4):
+    sizes = {"i": m, "j": n, "k": k}
+    return [tuple(sizes[c] for c in term) for term in spec.split("->")[0].split(",")]
+
+
+def _run(outputs, feed):
+    fused = gc.compile(outputs)
+    got = fused(feed)
+    want = gc.compile(outputs, fuse=False)(feed)
+    for a, b in zip(got if isinstance(got, tuple) else (got,), want if isinstance(want, tuple) else (want,)):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
+    return fused.source
+
+
+def _epilogue(source) -> bool:
+    return "xp.copyto(" in source and ", 1.0, (" in source
+
+
+@pytest.mark.parametrize("spec", _SPECS)
+@pytest.mark.parametrize("form", ["P + b", "b + P", "P/4 + b", "b - P", "-2*P + b"])
+def test_a_product_plus_a_row_bias_is_one_gemm(spec, form):
+    rng = np.random.default_rng(0)
+    g = gc.Graph("epilogue")
+    sa, sb = _shapes(spec)
+    A, B, b = g.input("A", sa), g.param("B", sb), g.param("b", (3,))
+    P = gc.einsum(spec, A, B)
+    out = {"P + b": lambda: P + b, "b + P": lambda: b + P, "P/4 + b": lambda: P / 4 + b,
+           "b - P": lambda: b - P, "-2*P + b": lambda: -2 * P + b}[form]()
+    # read twice (as a layer's pre-activation is, by the ReLU and its mask), so it stays one node
+    source = _run([gc.relu(out), gc.sum(out * out)], {"A": rng.standard_normal(sa), "B": rng.standard_normal(sb),
+                                                      "b": rng.standard_normal(3)})
+    assert _epilogue(source)
+
+
+def test_a_full_matrix_addend_is_copied_in_too():
+    rng = np.random.default_rng(1)
+    g = gc.Graph("residual")
+    x, W = g.input("x", (6, 6)), g.param("W", (6, 6))
+    z = gc.matmul(x, W) + x
+    source = _run([gc.relu(z), gc.sum(z * z)], {"x": rng.standard_normal((6, 6)), "W": rng.standard_normal((6, 6))})
+    assert _epilogue(source)  # the addend x is also the product's operand: read, never written
+
+
+@pytest.mark.parametrize("case", ["product read twice", "bias scaled", "product returned"])
+def test_what_is_not_fused_stays_correct(case):
+    rng = np.random.default_rng(2)
+    g = gc.Graph("plain")
+    x, W = g.input("x", (5, 4)), g.param("W", (4, 3))
+    P = gc.matmul(x, W)
+    if case == "product read twice":
+        b = g.param("b", (3,))
+        z = P + b
+        outputs = [gc.relu(z), gc.sum(z * P)]
+    elif case == "bias scaled":
+        b = g.param("b", (3,))
+        z = P + 2 * b
+        outputs = [gc.relu(z), gc.sum(z * z)]
+    else:
+        b = g.param("b", (3,))
+        z = P + b
+        outputs = [P, gc.relu(z), gc.sum(z * z)]
+    source = _run(outputs, {"x": rng.standard_normal((5, 4)), "W": rng.standard_normal((4, 3)),
+                            "b": rng.standard_normal(3)})
+    assert not _epilogue(source)
+
+
+def test_without_blas_the_same_code_runs_on_numpy(monkeypatch):
+    from graphc.compiler import blas
+
+    monkeypatch.setenv("GRAPHC_BLAS", "0")
+    blas.gemm_function.cache_clear()
+    try:
+        test_a_product_plus_a_row_bias_is_one_gemm("ik,kj->ij", "P/4 + b")
+    finally:
+        monkeypatch.delenv("GRAPHC_BLAS")
+        blas.gemm_function.cache_clear()
+
+
+def test_the_step_is_right_when_each_call_brings_a_new_batch_array():
+    """x·W1 + b1 caches x's layout; a new array every call must be read again."""
+    from graphc.models import init_two_layer_params, two_layer_net
+    from graphc.optim import SGD, TrainStep
+
+    rng = np.random.default_rng(3)
+    net = two_layer_net(20, 6, 4)
+    params = init_two_layer_params(rng, 20, 6, 4, weight_init_std=0.5, dtype=np.float64)
+    copies = {k: v.copy() for k, v in params.items()}
+    fast = TrainStep(net.loss, params, SGD(lr=0.1))
+    generic = TrainStep(net.loss, copies, SGD(lr=0.1), lowering="array_api")
+    for _ in range(4):
+        x, t = rng.standard_normal((8, 20)), np.eye(4)[rng.integers(0, 4, 8)]
+        np.testing.assert_allclose(fast(x=x, t=t), generic(x=x.copy(), t=t.copy()), rtol=1e-12)
+    for k in params:
+        np.testing.assert_allclose(params[k], copies[k], rtol=1e-12, atol=1e-15)
