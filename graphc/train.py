@@ -39,7 +39,7 @@ class TrainConfig:
     # "uint8": kept as the files store them (a quarter of float32's memory), each batch and
     # evaluation chunk cast to float as it is used, and the net divides by 255 inside its
     # first products (the compiler folds it there): equal to "float" up to rounding, and
-    # faster.  "float": normalized once at load, as the seed does, the seed's arithmetic.
+    # usually faster (README).  "float": normalized once at load, the seed's arithmetic.
     images: str = "uint8"
     progress: bool = True
     plot: bool = True

@@ -7,8 +7,9 @@
   path search includes the unfused order, so by its cost estimate the merged
   expression is never worse.
 * ``fold_scalar_factors``: a constant multiple ``c·u`` read only by contractions is never
-  made: ``(c·u)·B = c·(u·B)``, and the factor lands on the (smaller, or elementwise-read)
-  product, where ``fuse_elementwise`` merges it into the expression that reads it.
+  made: ``(c·u)·B = c·(u·B)``, when the products are together no larger than ``u``; the
+  factor lands on each product, where ``fuse_elementwise`` merges it into the expression
+  that reads it.
 * ``fuse_elementwise``: an elementwise node read only by another elementwise node is
   substituted into it (sympy composition), one expression and one pass in the code.
 
