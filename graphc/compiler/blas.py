@@ -130,7 +130,10 @@ class GemmAccumulate:
     """``c ← alpha·op(a)·op(b) + beta·c`` for 2-D arrays, op = transpose where the flag says.
 
     Made once per fused update in ``build`` (the numpy lowering decides where); the
-    shapes are those of that specialisation.  BLAS runs when ``c`` is row-major (any
+    shapes are those of that specialisation.  An operand's layout is read when a new
+    array object arrives and kept while the same object comes back (numpy never moves
+    an array's data; an array whose strides are reassigned in place, through the
+    deprecated ``ndarray.strides`` setter, is not noticed).  BLAS runs when ``c`` is row-major (any
     row stride) and ``a``, ``b`` have a unit stride along one axis; otherwise, when
     ``c`` overlaps an operand, or when no BLAS was found, ``np.dot`` into a scratch
     buffer and ufuncs compute the same thing.

@@ -226,6 +226,8 @@ class NumpyLowering:
         of 1,000 x 50 the add alone costs as much as a fifth of the product.
         """
         sp = _sympy()
+        # where each parameter's update is computed: from there on it may hold the new value
+        updated_at = {id(leaf): self.position[id(node)] for leaf, node in self.updates}
         readers: dict[int, int] = {}
         for n in self.order:
             for i in n.inputs:
@@ -240,6 +242,11 @@ class NumpyLowering:
                 prod, bias = node.inputs[j], node.inputs[1 - j]
                 if (not isinstance(prod.op, Contraction) or gemm(prod.op.spec) is None or prod.ndim != 2
                         or readers.get(id(prod)) != 1 or id(prod) in self.kept or id(prod) in self.fused_products
+                        # the product's operands are read here, not where it stood: a parameter among
+                        # them whose update comes earlier may already have been written in place (the
+                        # checks for that look at nodes' direct inputs, not at fused products)
+                        or any(updated_at.get(id(view_base(i)), len(self.order)) < self.position[id(node)]
+                               for i in prod.inputs)
                         or op.in_indices[j] != op.out_indices
                         or op.in_indices[1 - j] not in (op.out_indices, op.out_indices[-1:])):
                     continue
