@@ -402,3 +402,12 @@ def test_numpy_scalars_bind_like_0d_arrays():
     g = gc.Graph("scalar")
     x = g.input("x", ())
     assert gc.compile(gc.exp(x))(x=np.float64(0.0)) == 1.0
+
+
+@pytest.mark.parametrize("name", ["x", "W"])
+def test_big_endian_arrays_are_refused_by_name(net, name):
+    """BLAS and ufuncs with out= need native byte order; say so instead of numpy's out= error."""
+    f, _, _, arrays = net
+    swapped = arrays[name].astype(arrays[name].dtype.newbyteorder())
+    with pytest.raises(BindingError, match=f"'{name}': dtype >f8 is stored in non-native byte order"):
+        call(f, arrays, **{name: swapped})

@@ -163,6 +163,11 @@ class CompiledFunction:
                 else:
                     bound.setdefault(want, (got, leaf.name))
             kind = getattr(value.dtype, "kind", None)
+            if not getattr(value.dtype, "isnative", True):  # BLAS and out= take native byte order only
+                raise BindingError(
+                    f"{leaf.name!r}: dtype {value.dtype.str} is stored in non-native byte order; "
+                    f"convert it (e.g. X.astype(X.dtype.newbyteorder('=')))"
+                )
             if kind is None:  # a non-numpy array library: ask its namespace
                 xp = _namespace(value)
                 kind = "f" if xp.isdtype(value.dtype, "real floating") else "i" if xp.isdtype(value.dtype, "integral") else "?"
