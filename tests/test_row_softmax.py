@@ -59,3 +59,14 @@ def test_nan_logits_still_give_nan():
     a = np.zeros((4, 3))
     a[2, 1] = np.nan
     assert np.isnan(helper.cross_entropy(a, np.eye(3)[[0, 1, 2, 0]], np.empty_like(a)))
+
+
+def test_softmax_written_over_its_own_logits_takes_the_shifted_path():
+    rng = np.random.default_rng(1)
+    a = rng.standard_normal((8, 5))
+    t = np.eye(5)[rng.integers(0, 5, 8)]
+    want_loss, want_y = _reference(a, t)
+    helper = NpRowSoftmax(a.shape, np.float64)
+    loss = helper.cross_entropy(a, t, a)  # y is a: the loss must still read the logits
+    np.testing.assert_allclose(float(loss), want_loss, rtol=1e-12)
+    np.testing.assert_allclose(a, want_y, rtol=1e-12)

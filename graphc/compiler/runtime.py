@@ -121,7 +121,8 @@ class NpRowSoftmax:
         sums, checked after, when no row underflowed.  Otherwise the caller shifts.
         """
         np = self.np
-        if self.transposed is None or not np.maximum.reduce(a, None) < self.exp_limit:
+        if (self.transposed is None or np.may_share_memory(a, y)  # the caller still reads a after
+                or not np.maximum.reduce(a, None) < self.exp_limit):
             return None
         np.exp(a, y)
         np.dot(y, self.ones, self.s)
