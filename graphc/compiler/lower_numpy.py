@@ -9,7 +9,9 @@ transposed views (no transpose is materialised, results are C-ordered), other
 contractions follow opt_einsum's path pair by pair (``pairwise.NpContraction``:
 matrix-product pairs as ``np.dot`` into buffers made once), softmax cross-entropy
 computes the softmax its gradient needs in the same pass, and parameter updates
-are written straight into the parameter arrays after their last read.  The
+are written straight into the parameter arrays after their last read.  Two
+patterns around a matrix product become one BLAS gemm with β ≠ 0 (``blas.py``):
+an update ``W ← β·W + α·A·B`` and a result ``α·A·B + b`` (a bias add).  The
 step that runs thousands of times then allocates only its returned arrays.
 """
 
