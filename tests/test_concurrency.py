@@ -1,11 +1,10 @@
 """One compiled function called from several threads at once gives each thread correct results."""
 
-import threading
-
 import numpy as np
 
 import graphc as gc
 from graphc.models import init_two_layer_params, two_layer_net
+from threads import run_in_threads  # tests/threads.py (tests/ is on sys.path)
 
 
 def test_threads_get_correct_results():
@@ -25,9 +24,5 @@ def test_threads_get_correct_results():
                 errors.append(k)
                 return
 
-    threads = [threading.Thread(target=work, args=(k,)) for k in range(len(batches))]
-    for th in threads:
-        th.start()
-    for th in threads:
-        th.join()
+    run_in_threads(work, len(batches))
     assert errors == []

@@ -8,7 +8,6 @@ checked and found right (the review's in-place-update bug is fixed).
 
 from __future__ import annotations
 
-import threading
 import warnings
 
 import numpy as np
@@ -18,6 +17,7 @@ import graphc as gc
 from graphc.compiler import blas
 from graphc.compiler.lower_numpy import NumpyLowering
 from graphc.optim import SGD, Adam, Momentum, TrainStep
+from threads import run_in_threads  # tests/threads.py (tests/ is on sys.path)
 
 _SPECS = ["ik,kj->ij", "ki,kj->ij", "ik,jk->ij", "ki,jk->ij"]
 
@@ -333,11 +333,7 @@ def test_threads_with_different_batches_and_layouts():
                 errors.append(k)
                 return
 
-    threads = [threading.Thread(target=work, args=(k,)) for k in range(len(xs))]
-    for th in threads:
-        th.start()
-    for th in threads:
-        th.join()
+    run_in_threads(work, len(xs))
     assert errors == []
 
 

@@ -1,13 +1,13 @@
 """Updates fused into an accumulating gemm (``W ← β·W + α·A·B``): the numpy lowering agrees with
 the array-API lowering (and plain float64 numpy) for every way an update can be written."""
 
-import threading
 
 import numpy as np
 import pytest
 
 import graphc as gc
 from graphc.optim import SGD, Adam, Momentum, TrainStep
+from threads import run_in_threads  # tests/threads.py (tests/ is on sys.path)
 
 LOWERINGS = ["auto", "array_api"]
 
@@ -209,9 +209,5 @@ def test_fused_update_from_several_threads_each_with_its_own_arrays():
         if not np.allclose(w, expected[j], rtol=1e-10, atol=1e-12):
             errors.append(j)
 
-    threads = [threading.Thread(target=work, args=(j,)) for j in range(len(jobs))]
-    for th in threads:
-        th.start()
-    for th in threads:
-        th.join()
+    run_in_threads(work, len(jobs))
     assert errors == []
