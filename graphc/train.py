@@ -18,7 +18,9 @@ from typing import Callable
 
 import numpy as np
 
+from graphc.casting import RowCaster
 from graphc.errors import GraphcError
+from graphc.evaluate import Evaluator
 
 
 @dataclass
@@ -61,36 +63,6 @@ class TrainResult:
         return (f"graphc MNIST two-layer ({c.optimizer}, lr {c.lr}, batch {c.batch_size}, {c.iters} iterations, "
                 f"{c.dtype}, seed {c.seed}): train accuracy {self.train_acc:.4f}, test accuracy {self.test_acc:.4f}, "
                 f"{self.seconds:.1f} s")
-
-
-class Evaluator:
-    """Accuracy over a whole set: a compiled graph that computes only the logits' argmax, in large chunks.
-
-    uint8 images are cast chunk by chunk into one reused float buffer (exactly); a net
-    made for them (``two_layer_net(input_divisor=255)``) scales them itself.
-    """
-
-    def __init__(self, logits, chunk: int, dtype=np.float32):
-        from graphc.compiler import compile
-        from graphc.ops import argmax
-
-        self.fn = compile(argmax(logits), name="predict")
-        self.chunk = chunk
-        self.dtype = np.dtype(dtype)
-        self._buffer: np.ndarray | None = None
-
-    def accuracy(self, params: dict, x: np.ndarray, labels: np.ndarray) -> float:
-        correct = 0
-        for start in range(0, len(x), self.chunk):
-            rows = x[start:start + self.chunk]
-            if rows.dtype == np.uint8:
-                if self._buffer is None or self._buffer.shape[1:] != rows.shape[1:] or len(self._buffer) < len(rows):
-                    self._buffer = np.empty((self.chunk,) + rows.shape[1:], self.dtype)
-                np.copyto(self._buffer[: len(rows)], rows)
-                rows = self._buffer[: len(rows)]
-            pred = self.fn(params, x=rows)
-            correct += int(np.count_nonzero(pred == labels[start:start + self.chunk]))
-        return correct / len(x)
 
 
 def _optimizer(config: TrainConfig):
@@ -191,8 +163,10 @@ def train_mnist(config: TrainConfig = TrainConfig(), log: Callable[[str], None] 
     iter_per_epoch = max(train_size // config.batch_size, 1)
     history = {"loss": [], "iteration": [], "train_acc": [], "test_acc": []}
     x_batch = np.empty((config.batch_size,) + x_train.shape[1:], dtype=dtype if pixels else x_train.dtype)
-    # uint8 images are gathered into ``staging`` and cast into x_batch
+    # uint8 images are gathered into ``staging`` and cast into x_batch, which the step's
+    # products have just read on every core (graphc.casting says why that matters).
     staging = np.empty(x_batch.shape, np.uint8) if pixels else None
+    cast = RowCaster(x_batch.shape[1:], x_batch.dtype) if pixels else None
     t_batch = np.empty((config.batch_size,) + t_train.shape[1:], dtype=t_train.dtype)
     checkpoint = Path(config.out) / "checkpoint.npz" if config.out and config.checkpoint_every > 0 else None
     first = 0
@@ -212,7 +186,7 @@ def train_mnist(config: TrainConfig = TrainConfig(), log: Callable[[str], None] 
         if staging is None:
             np.take(x_train, batch, axis=0, out=x_batch, mode="clip")
         else:
-            np.copyto(x_batch, np.take(x_train, batch, axis=0, out=staging, mode="clip"))
+            cast(np.take(x_train, batch, axis=0, out=staging, mode="clip"), x_batch)
         np.take(t_train, batch, axis=0, out=t_batch, mode="clip")
         loss = step(x=x_batch, t=t_batch)
         history["loss"].append(float(loss))

@@ -133,21 +133,6 @@ def _synthetic_mnist(rng, n_train=300, n_test=70):
     return images, labels
 
 
-def test_evaluator_gives_the_same_accuracy_on_uint8_and_float_images():
-    """uint8 chunks cast for the pixel net predict what normalized floats do for the seed's net."""
-    from graphc.train import Evaluator
-
-    rng = np.random.default_rng(4)
-    (x, _), (t, _) = _synthetic_mnist(rng)
-    labels = t.argmax(axis=1)
-    params = init_two_layer_params(rng, dtype=np.float32, weight_init_std=0.1)
-    for chunk in (7, 64, 1000):  # chunks that do not divide the set, and one larger than it
-        on_u8 = Evaluator(two_layer_net(input_divisor=255).logits, chunk, np.float32).accuracy(params, x, labels)
-        on_float = Evaluator(two_layer_net().logits, chunk, np.float32).accuracy(
-            params, np.divide(x, 255, dtype=np.float32), labels)
-        assert on_u8 == on_float and 0.0 < on_u8 < 1.0
-
-
 def test_training_on_uint8_images_matches_training_on_normalized_ones():
     """The pixel path (gather uint8, cast, the net divides inside its products) agrees to rounding."""
     from graphc.train import TrainConfig, train_mnist

@@ -114,6 +114,32 @@ def gemm_function(dtype) -> Gemm | None:
     return None
 
 
+# The thread-count getter of numpy's OpenBLAS: the scipy-openblas wheels' names, then the plain ones.
+_THREAD_COUNT_SYMBOLS = ("scipy_openblas_get_num_threads64_", "scipy_openblas_get_num_threads",
+                         "openblas_get_num_threads64_", "openblas_get_num_threads")
+
+
+@functools.lru_cache(maxsize=1)
+def _thread_count_function():
+    for path in _candidates():
+        try:
+            lib = ctypes.CDLL(path)
+        except OSError:
+            continue
+        for name in _THREAD_COUNT_SYMBOLS:
+            fn = getattr(lib, name, None)
+            if fn is not None:
+                fn.argtypes, fn.restype = [], ctypes.c_int
+                return fn
+    return None
+
+
+def blas_threads() -> int | None:
+    """How many threads numpy's BLAS splits a product over now, or None when it cannot be asked."""
+    fn = _thread_count_function()
+    return int(fn()) if fn is not None else None
+
+
 def _layout(m):
     """(pointer, flag, ld) for the logical matrix ``m`` (rows x cols), or None if BLAS cannot read it."""
     item = m.itemsize

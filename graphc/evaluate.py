@@ -1,0 +1,56 @@
+"""Accuracy of a classifier graph over a whole data set, in large chunks.
+
+``Evaluator(logits, chunk)`` compiles ``argmax(logits)`` once (accuracy needs no
+softmax) and counts the correct predictions chunk by chunk.  uint8 inputs (raw
+pixels) are cast to float chunk by chunk into a reused buffer, exactly; a net made
+for them (``two_layer_net(input_divisor=255)``) scales them itself.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from graphc.casting import RowCaster
+from graphc.errors import GraphcError
+
+
+class Evaluator:
+    """Accuracy over a whole set with a compiled ``argmax(logits)``, ``chunk`` rows a call."""
+
+    def __init__(self, logits, chunk: int = 2_000, dtype=np.float32, input: str = "x"):
+        from graphc.compiler import compile
+        from graphc.ops import argmax
+
+        if isinstance(chunk, bool) or not isinstance(chunk, (int, np.integer)) or chunk < 1:
+            raise GraphcError(f"Evaluator: chunk must be a positive integer, got {chunk!r}")
+        self.fn = compile(argmax(logits), name="predict")
+        self.chunk = int(chunk)
+        self.dtype = np.dtype(dtype)
+        self.input = input
+        self._buffer: np.ndarray | None = None  # a uint8 chunk cast to dtype, for the products
+        self._caster: RowCaster | None = None
+
+    def accuracy(self, params: dict, x: np.ndarray, labels: np.ndarray) -> float:
+        """The fraction of rows of ``x`` whose predicted class is ``labels``' entry."""
+        if len(x) != len(labels):
+            raise GraphcError(f"Evaluator.accuracy: {len(x)} inputs but {len(labels)} labels")
+        if len(x) == 0:
+            raise GraphcError("Evaluator.accuracy: the set is empty")
+        correct = 0
+        for start in range(0, len(x), self.chunk):
+            rows = x[start:start + self.chunk]
+            if rows.dtype == np.uint8:
+                rows = self._cast(rows)
+            pred = self.fn(params, **{self.input: rows})
+            correct += int(np.count_nonzero(pred == labels[start:start + self.chunk]))
+        return correct / len(x)
+
+    def _cast(self, rows: np.ndarray) -> np.ndarray:
+        from graphc.compiler.blas import blas_threads
+
+        if self._buffer is None or self._buffer.shape[1:] != rows.shape[1:]:
+            self._buffer = np.empty((self.chunk,) + rows.shape[1:], self.dtype)
+            self._caster = RowCaster(rows.shape[1:], self.dtype)
+        # BLAS gives this thread the first rows of each product (graphc.casting says why that matters).
+        own = -(-len(rows) // (blas_threads() or 1))
+        return self._caster(rows, self._buffer[: len(rows)], own=own)
