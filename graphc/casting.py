@@ -32,12 +32,16 @@ from collections import deque
 
 import numpy as np
 
+from graphc.errors import BindingError
+
 
 class RowCaster:
     """``caster(rows, out)`` writes ``rows`` cast to ``out``'s dtype into ``out`` and returns it.
 
-    ``own``: how many leading rows are this thread's own (read by its share of the
-    products alone): always cast straight in, as no other core holds them.
+    ``out`` has ``rows``' shape and the caster's dtype (the block's: both ways then round
+    once, to the same values).  ``own``: how many leading rows are this thread's own
+    (read by its share of the products alone): always cast straight in, as no other core
+    holds them.
     """
 
     PROBE_EVERY = 16
@@ -46,10 +50,15 @@ class RowCaster:
     def __init__(self, row_shape: tuple, dtype):
         row_bytes = max(int(np.prod(row_shape, dtype=np.int64)) * np.dtype(dtype).itemsize, 1)
         self.block = np.empty((max(self.BLOCK_BYTES // row_bytes, 1),) + tuple(row_shape), dtype)
+        self.block.fill(0)  # its pages mapped now, not inside the first timing of the block way
         self.timings = {"straight": deque(maxlen=3), "block": deque(maxlen=3)}  # seconds per row, newest last
         self.calls = 0
 
     def __call__(self, rows: np.ndarray, out: np.ndarray, own: int = 0) -> np.ndarray:
+        if out.shape != rows.shape or out.dtype != self.block.dtype or not 0 <= own <= len(rows):
+            raise BindingError(f"RowCaster: rows {rows.shape} cast into out {out.shape} {out.dtype} with own={own}; "
+                               f"out must have the rows' shape and dtype {self.block.dtype}, and 0 <= own <= "
+                               f"{len(rows)}")
         if own:
             np.copyto(out[:own], rows[:own])
         rest = len(rows) - own
@@ -72,6 +81,6 @@ class RowCaster:
         return out
 
     def cost(self, way: str) -> float:
-        """Seconds per row ``way`` took lately: the median of its last timings."""
+        """Seconds per row ``way`` took lately: the median of its last timings (of two, the lower)."""
         recent = sorted(self.timings[way])
-        return recent[len(recent) // 2]
+        return recent[(len(recent) - 1) // 2]

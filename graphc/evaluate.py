@@ -48,7 +48,7 @@ class Evaluator:
     def _cast(self, rows: np.ndarray) -> np.ndarray:
         from graphc.compiler.blas import blas_threads
 
-        if self._buffer is None or self._buffer.shape[1:] != rows.shape[1:]:
+        if self._buffer is None or self._buffer.shape[1:] != rows.shape[1:] or len(self._buffer) < len(rows):
             self._buffer = np.empty((self.chunk,) + rows.shape[1:], self.dtype)
             self._caster = RowCaster(rows.shape[1:], self.dtype)
         # BLAS gives this thread the first rows of each product (graphc.casting says why that matters).

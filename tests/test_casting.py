@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from graphc.casting import RowCaster
+from graphc.errors import BindingError
 
 
 def _rows(n, width=37, seed=0):
@@ -61,6 +62,8 @@ def test_one_slow_timing_does_not_switch_the_way():
     caster.timings["straight"] = deque([1e-9, 1e-3, 1e-9], maxlen=3)  # one call held up
     caster.timings["block"] = deque([2e-9] * 3, maxlen=3)
     assert caster.cost("straight") < caster.cost("block")
+    caster.timings["straight"] = deque([1e-9, 1e-3], maxlen=3)  # of two timings, the lower
+    assert caster.cost("straight") == 1e-9
 
 
 def test_the_first_calls_go_straight_in_until_the_block_is_timed():
@@ -74,3 +77,23 @@ def test_own_rows_only_need_no_timing():
     out = np.empty((5, 37), np.float32)
     np.testing.assert_array_equal(caster(_rows(5), out, own=5), _rows(5).astype(np.float32))
     assert not caster.timings["straight"] and not caster.timings["block"]
+
+
+@pytest.mark.parametrize("way", ["straight", "block"])
+@pytest.mark.parametrize("n_rows, out_shape, out_dtype, own", [
+    (5, (10, 37), np.float32, 0),  # out longer than the rows
+    (1, (10, 37), np.float32, 0),  # one row, which numpy would broadcast
+    (11, (10, 37), np.float32, 0),  # rows longer than out
+    (5, (5, 36), np.float32, 0),  # another row width
+    (5, (5, 37), np.float64, 0),  # another dtype than the caster's: the block way would round twice
+    (1, (1, 37), np.float32, 5),  # own beyond the rows
+    (5, (5, 37), np.float32, -1),
+])
+def test_a_mismatched_call_is_refused_whichever_way_is_due(way, n_rows, out_shape, out_dtype, own):
+    caster = RowCaster((37,), np.float32)
+    _force(caster, way)
+    caster.calls = 1
+    out = np.full(out_shape, np.nan, out_dtype)
+    with pytest.raises(BindingError, match=r"RowCaster: rows \(\d+, 37\) cast into out"):
+        caster(_rows(n_rows), out, own=own)
+    assert np.isnan(out).all()  # nothing written

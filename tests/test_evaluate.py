@@ -67,3 +67,12 @@ def test_an_empty_set_is_refused():
 def test_a_bad_chunk_is_refused(chunk):
     with pytest.raises(gc.GraphcError, match="chunk must be a positive integer"):
         Evaluator(two_layer_net().logits, chunk)
+
+
+def test_a_larger_chunk_set_after_use_gets_a_larger_buffer():
+    x, labels, params = _set()
+    evaluator = Evaluator(two_layer_net(input_divisor=255).logits, 64)
+    evaluator.accuracy(params, x, labels)
+    evaluator.chunk = 128
+    assert evaluator.accuracy(params, x, labels) == Evaluator(two_layer_net(input_divisor=255).logits, 128).accuracy(
+        params, x, labels)
