@@ -120,28 +120,43 @@ def measure(x, t, dtype, peers, args, log=print) -> dict:
     gemm = stats.pop("gemm-only")
     n_other = C.NumpyHand.N_OTHER
     floor = gemm["median"] + OTHER_CALL_US * n_other
+    # Paired: the median over rounds of this round's time / numpy-hand's in the same round.  When the
+    # machine changes speed during the run, each impl's median can land in a different state; the
+    # paired ratio compares times taken a few milliseconds apart.
+    hand_us = times["numpy-hand"]
+    floor_us = [g + OTHER_CALL_US * n_other for g in times["gemm-only"]]
+    paired = {name: C.median([a / b for a, b in zip(ts, hand_us)]) for name, ts in times.items()}
     rows = []
     for name, s in stats.items():
         rows.append((name, f"{s['median']:.1f}", f"{s['p25']:.1f}-{s['p75']:.1f}", f"{s['min']:.1f}", qm(name),
-                     f"{s['median'] / base:.2f}"))
+                     f"{s['median'] / base:.2f}", f"{paired[name]:.2f}"))
     rows.append(("5 GEMMs alone (np.matmul)", f"{gemm['median']:.1f}", f"{gemm['p25']:.1f}-{gemm['p75']:.1f}",
-                 f"{gemm['min']:.1f}", qm("gemm-only"), f"{gemm['median'] / base:.2f}"))
+                 f"{gemm['min']:.1f}", qm("gemm-only"), f"{gemm['median'] / base:.2f}", f"{paired['gemm-only']:.2f}"))
     rows.append((f"floor: GEMMs + {n_other} x {OTHER_CALL_US} us", f"{floor:.1f}", "", "",
                  f"{quiet_med['gemm-only'] + OTHER_CALL_US * n_other:.1f}" if quiet_med["gemm-only"] else "n/a",
-                 f"{floor / base:.2f}"))
+                 f"{floor / base:.2f}", f"{C.median([f / b for f, b in zip(floor_us, hand_us)]):.2f}"))
+    graphc_us = times["graphc"]
+    peers_paired = {name: C.median([a / g for a, g in zip(times[name], graphc_us)])
+                    for name in ("torch-eager", "jax-jit") if name in times}
     hand = next(i for i in impls if i.name == "numpy-hand")
     log(f"{np.dtype(dtype).name}, batch {args.batch}: {args.rounds} rounds x {args.steps} steps, "
         "median us/step (order shuffled each round)")
-    log(C.fmt_table(["impl", "us/step", "p25-p75", "min", "quiet med", "x numpy-hand"], rows))
+    log(C.fmt_table(["impl", "us/step", "p25-p75", "min", "quiet med", "x numpy-hand", "paired x"], rows))
     busy = [c for c in others if c is not None]
     if busy:
         log(f"other processes used {C.median(busy):.2f} cores (median over rounds); {len(quiet)}/{len(others)} "
             f"rounds were quiet (< {C.QUIET_CORES} cores): 'quiet med' is the median over those")
-    log(f"graphc / floor = {stats['graphc']['median'] / floor:.2f}; numpy-hand GEMM functions: {hand.gemm_choice}")
+    over_floor = C.median([g / f for g, f in zip(graphc_us, floor_us)])
+    log(f"graphc / floor = {stats['graphc']['median'] / floor:.2f} (paired {over_floor:.2f}); "
+        f"numpy-hand GEMM functions: {hand.gemm_choice}")
+    if peers_paired:
+        log("paired, peer / graphc: " + ", ".join(f"{n} {r:.2f}x" for n, r in peers_paired.items()))
     log("")
     return {"dtype": np.dtype(dtype).name, "us_per_step": stats, "gemm_only": gemm, "floor_us": floor,
             "floor_other_calls": n_other, "other_call_us": OTHER_CALL_US,
             "ratio_to_numpy_hand": {n: s["median"] / base for n, s in stats.items()},
+            "paired_ratio_to_numpy_hand": paired, "paired_peer_over_graphc": peers_paired,
+            "paired_graphc_over_floor": over_floor,
             "numpy_hand_gemm_choice": hand.gemm_choice, "samples_us": times, "other_cores_per_round": others,
             "quiet_rounds": quiet, "quiet_median_us": quiet_med}
 
