@@ -8,6 +8,8 @@ for them (``two_layer_net(input_divisor=255)``) scales them itself.
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 
 from graphc.casting import RowCaster
@@ -27,11 +29,15 @@ class Evaluator:
         self.chunk = int(chunk)
         self.dtype = np.dtype(dtype)
         self.input = input
-        self._buffer: np.ndarray | None = None  # a uint8 chunk cast to dtype, for the products
-        self._caster: RowCaster | None = None
+        # Per thread (so that threads can share an evaluator, as they can a compiled function):
+        # the buffer a uint8 chunk is cast into for the products, and its caster.
+        self._local = threading.local()
 
     def accuracy(self, params: dict, x: np.ndarray, labels: np.ndarray) -> float:
         """The fraction of rows of ``x`` whose predicted class is ``labels``' entry."""
+        if np.ndim(labels) != 1:
+            raise GraphcError(f"Evaluator.accuracy: labels must hold one class index per row, got shape "
+                              f"{np.shape(labels)} (one-hot rows? pass labels.argmax(axis=1))")
         if len(x) != len(labels):
             raise GraphcError(f"Evaluator.accuracy: {len(x)} inputs but {len(labels)} labels")
         if len(x) == 0:
@@ -48,9 +54,12 @@ class Evaluator:
     def _cast(self, rows: np.ndarray) -> np.ndarray:
         from graphc.compiler.blas import blas_threads
 
-        if self._buffer is None or self._buffer.shape[1:] != rows.shape[1:] or len(self._buffer) < len(rows):
-            self._buffer = np.empty((self.chunk,) + rows.shape[1:], self.dtype)
-            self._caster = RowCaster(rows.shape[1:], self.dtype)
+        local = self._local
+        buffer = getattr(local, "buffer", None)
+        if (buffer is None or buffer.shape[1:] != rows.shape[1:] or len(buffer) < len(rows)
+                or buffer.dtype != self.dtype):
+            buffer = local.buffer = np.empty((max(self.chunk, len(rows)),) + rows.shape[1:], self.dtype)
+            local.caster = RowCaster(rows.shape[1:], self.dtype)
         # BLAS gives this thread the first rows of each product (graphc.casting says why that matters).
         own = -(-len(rows) // (blas_threads() or 1))
-        return self._caster(rows, self._buffer[: len(rows)], own=own)
+        return local.caster(rows, buffer[: len(rows)], own=own)

@@ -76,3 +76,27 @@ def test_a_larger_chunk_set_after_use_gets_a_larger_buffer():
     evaluator.chunk = 128
     assert evaluator.accuracy(params, x, labels) == Evaluator(two_layer_net(input_divisor=255).logits, 128).accuracy(
         params, x, labels)
+
+
+def test_threads_can_share_an_evaluator():
+    """Each thread casts into its own buffer (the compiled function keeps per-thread buffers too)."""
+    from threads import run_in_threads
+
+    sets = [_set(257, seed=k) for k in range(4)]
+    evaluator = Evaluator(two_layer_net(input_divisor=255).logits, 32)
+    want = [Evaluator(two_layer_net(input_divisor=255).logits, 32).accuracy(p, x, y) for x, y, p in sets]
+    got = [[] for _ in sets]
+
+    def work(k):
+        x, labels, params = sets[k]
+        for _ in range(5):
+            got[k].append(evaluator.accuracy(params, x, labels))
+
+    run_in_threads(work, len(sets))
+    assert got == [[w] * 5 for w in want]
+
+
+def test_one_hot_labels_are_refused_not_broadcast():
+    x, labels, params = _set(10)  # 10 rows against 10 classes: numpy would broadcast the comparison
+    with pytest.raises(gc.GraphcError, match=r"one class index per row, got shape \(10, 10\)"):
+        Evaluator(two_layer_net(input_divisor=255).logits, 8).accuracy(params, x, np.eye(10)[labels])
