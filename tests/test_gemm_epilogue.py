@@ -1,11 +1,15 @@
-"""``α·(A·B) + b`` lowered as ``copyto(result, b)`` and one gemm with β = 1 (the numpy lowering).
+"""``α·(A·B) + b`` lowered as ``copyto(result, b)`` and one gemm with β = 1 (the numpy lowering),
+and ``f(α·(A·B) + b)`` as the same followed by f in place.
 
 Every case compares the numpy lowering with the unfused graph in float64, and says whether
 the fused form was emitted (a GemmAccumulate with β = 1 and no separate add).
 """
 
+import re
+
 import numpy as np
 import pytest
+import sympy
 
 import graphc as gc
 
@@ -106,3 +110,69 @@ def test_the_step_is_right_when_each_call_brings_a_new_batch_array():
         np.testing.assert_allclose(fast(x=x, t=t), generic(x=x.copy(), t=t.copy()), rtol=1e-12)
     for k in params:
         np.testing.assert_allclose(params[k], copies[k], rtol=1e-12, atol=1e-15)
+
+
+_FUNCTIONS = {"relu": gc.relu, "tanh": gc.tanh, "sigmoid": gc.sigmoid, "exp": gc.exp,
+              "square": lambda z: z * z,
+              "exp(z) + z": lambda z: gc.exp(z) + z}  # reads z after writing: the gemm writes a scratch
+
+
+@pytest.mark.parametrize("spec", _SPECS)
+@pytest.mark.parametrize("f", list(_FUNCTIONS))
+def test_a_function_of_a_product_plus_a_bias_runs_in_place_after_the_gemm(spec, f):
+    """f(α·P + b) read once is one fused elementwise node: the gemm makes α·P + b, f follows."""
+    rng = np.random.default_rng(4)
+    g = gc.Graph("layer")
+    sa, sb = _shapes(spec)
+    A, B, b = g.input("A", sa), g.param("B", sb), g.param("b", (3,))
+    out = _FUNCTIONS[f](gc.einsum(spec, A, B) / 4 + b)
+    source = _run([gc.sum(out * out)], {"A": rng.standard_normal(sa), "B": rng.standard_normal(sb),
+                                        "b": rng.standard_normal(3)})
+    assert _epilogue(source)
+    run = source.split("def run")[1]
+    assert len(re.findall(r"\ba2\b", run)) == 2  # the bias (a2) is read once, by the copy into the gemm's result
+
+
+@pytest.mark.parametrize("case", ["bias read again", "product read again"])
+def test_a_function_that_reads_the_bias_or_product_again_is_not_an_epilogue(case):
+    rng = np.random.default_rng(5)
+    g = gc.Graph("layer")
+    x, W, b = g.input("x", (5, 4)), g.param("W", (4, 3)), g.param("b", (3,))
+    P = gc.matmul(x, W)
+    out = gc.relu(P + b) * b if case == "bias read again" else gc.relu(P + b) * P
+    source = _run([gc.sum(out * out)], {"x": rng.standard_normal((5, 4)), "W": rng.standard_normal((4, 3)),
+                                        "b": rng.standard_normal(3)})
+    assert not _epilogue(source)
+
+
+def test_the_evaluation_graph_adds_the_first_bias_inside_its_gemm():
+    """argmax(relu(x·W1/255 + b1)·W2 + b2): no divide or add pass over the hidden layer."""
+    from graphc.evaluate import Evaluator
+    from graphc.models import init_two_layer_params, two_layer_net
+
+    rng = np.random.default_rng(6)
+    params = init_two_layer_params(rng, 20, 6, 4, weight_init_std=0.5)
+    evaluator = Evaluator(two_layer_net(20, 6, 4, input_divisor=255).logits, 16)
+    x = rng.integers(0, 256, (16, 20)).astype(np.float32)
+    pred = evaluator.fn(params, x=x)
+    p = {k: v.astype(np.float64) for k, v in params.items()}
+    want = (np.maximum(x / 255.0 @ p["W1"] + p["b1"], 0) @ p["W2"] + p["b2"]).argmax(axis=1)
+    np.testing.assert_array_equal(pred, want)
+    run = evaluator.fn.source.split("def run")[1]
+    assert "xp.divide(" not in run and "xp.add(" not in run and run.count("xp.copyto(") == 2
+
+
+@pytest.mark.parametrize("name, fn", [
+    ("softsign", lambda x: x / (1 + sympy.Abs(x))),
+    ("softplus", lambda x: sympy.log(1 + sympy.exp(x))),
+    ("sin_plus_cos", lambda x: sympy.sin(x) + sympy.cos(x)),  # in place it would read x after writing:
+    ("exp_plus_square", lambda x: sympy.exp(x) + x ** 2),  # the gemm then writes a scratch buffer
+])
+def test_a_user_function_of_a_product_plus_a_bias_gets_the_epilogue(name, fn):
+    rng = np.random.default_rng(7)
+    g = gc.Graph("layer")
+    x, W, b = g.input("x", (5, 4)), g.param("W", (4, 3)), g.param("b", (3,))
+    out = gc.elementwise(name, fn)(gc.matmul(x, W) / 4 + b)
+    source = _run([gc.sum(out * out)], {"x": rng.standard_normal((5, 4)), "W": rng.standard_normal((4, 3)),
+                                        "b": rng.standard_normal(3)})
+    assert _epilogue(source)

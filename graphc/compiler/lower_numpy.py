@@ -11,8 +11,10 @@ matrix-product pairs as ``np.dot`` into buffers made once), softmax cross-entrop
 computes the softmax its gradient needs in the same pass, and parameter updates
 are written straight into the parameter arrays after their last read.  Two
 patterns around a matrix product become one BLAS gemm with β ≠ 0 (``blas.py``):
-an update ``W ← β·W + α·A·B`` and a result ``α·A·B + b`` (a bias add).  The
-step that runs thousands of times then allocates only its returned arrays.
+an update ``W ← β·W + α·A·B`` and a result ``α·A·B + b`` (a bias add), also
+inside an elementwise function ``f(α·A·B + b)`` (a layer's activation), which
+then runs in place on the gemm's result.  The step that runs thousands of times
+then allocates only its returned arrays.
 """
 
 from __future__ import annotations
@@ -31,6 +33,17 @@ from graphc.ops.leaves import Constant, Delta, DimSize, Input, Zeros
 from graphc.ops.nn import Argmax, LogSoftmax, OneHot, Softmax, SoftmaxCrossEntropy
 from graphc.ops.node import Node
 
+
+
+def _affine(expr, s_prod, s_bias) -> tuple | None:
+    """(α, c) when ``expr`` is ``c·(α·s_prod + s_bias)`` for nonzero real numbers α and c, else None."""
+    sp = _sympy()
+    expr = sp.expand(expr)
+    a, c = expr.coeff(s_prod), expr.coeff(s_bias)
+    if (a.is_number and a.is_real and a != 0 and c.is_number and c.is_real and c != 0
+            and sp.expand(expr - a * s_prod - c * s_bias) == 0):
+        return float(a / c), c  # c stays a sympy number: c·u is put back into the expression exactly
+    return None
 
 class _Buffers:
     """Buffers by (shape, kind): allocation in build, a free pool, and per-buffer reference counts."""
@@ -124,11 +137,11 @@ class NumpyLowering:
         # update node id -> (product node, α, β); the product is then never computed on its own.
         self.gemm_updates = self._find_gemm_updates() if fuse and not check_numerics else {}
         self.fused_products = {id(g) for g, _, _ in self.gemm_updates.values()}
-        # Results ``α·(A·B) + b`` computed by copying b into the result and one gemm with β = 1:
-        # node id -> (product node, α, b).
+        # Results ``f(α·(A·B) + b)`` computed by copying b into the result, one gemm with β = 1,
+        # then f in place: node id -> (product node, α, b, f or None).
         self.gemm_epilogues = self._find_gemm_epilogues() if fuse and not check_numerics else {}
-        self.fused_products |= {id(g) for g, _, _ in self.gemm_epilogues.values()}
-        for node_id, (g, _, _) in (*self.gemm_updates.items(), *self.gemm_epilogues.items()):
+        self.fused_products |= {id(e[0]) for e in self.gemm_epilogues.values()}
+        for node_id, (g, *_) in (*self.gemm_updates.items(), *self.gemm_epilogues.items()):
             for i in g.inputs:  # the product's operands are now read where it is consumed
                 self.last_use[id(i)] = max(self.last_use.get(id(i), 0), self.position[node_id])
 
@@ -159,21 +172,27 @@ class NumpyLowering:
 
     # -- elementwise ------------------------------------------------------------------------
     def ufuncs(self, node: Node, dest: str, alias=None) -> list[str]:
-        op, var, bufs = node.op, self.var, self.bufs
+        op, var = node.op, self.var
         kind = "bool" if node.kind == "bool" else "float"
         atoms = {s: view(var[id(i)], idx, op.out_indices) if i.ndim else var[id(i)]
                  for s, i, idx in zip(op.fn.symbols, node.inputs, op.in_indices)}
         for s, i in zip(op.fn.symbols, node.inputs):
             if isinstance(i.op, Constant):
                 atoms[s] = repr(i.op.value)
-        lent: list[str] = []
         scalars = [s for s, i in zip(op.fn.symbols, node.inputs) if i.ndim == 0]
         static = [s for s, i in zip(op.fn.symbols, node.inputs) if isinstance(i.op, (Constant, DimSize))]
         # A 0-d float constant would turn integer arithmetic into float: hoist only among floats.
         floats = all(i.kind == "float" for i in node.inputs if i.ndim)
+        return self.lower_expr(op.fn.expr, atoms, node.shape, kind, dest, alias, scalars, static, floats)
+
+    def lower_expr(self, expr, atoms: dict, shape: tuple, kind: str, dest: str, alias=None, scalars=(),
+                   static=(), floats: bool = True) -> list[str]:
+        """Code computing the sympy ``expr`` over ``atoms`` (symbol -> array code) into ``dest``."""
+        bufs = self.bufs
+        lent: list[str] = []
 
         def scratch(kind):
-            buf = bufs.take(node.shape, kind)
+            buf = bufs.take(shape, kind)
             lent.append(buf)
             return buf
 
@@ -182,10 +201,10 @@ class NumpyLowering:
             bufs.give_back(buf)
 
         try:
-            lowering = UfuncLowering(atoms, scratch, release, alias, kind, scalars, static,
+            lowering = UfuncLowering(atoms, scratch, release, alias, kind, list(scalars), list(static),
                                      self.hoist if floats else None,
-                                     (lambda code: self.filled(code, node.shape)) if floats else None)
-            return ["        " + line for line in lowering.lower(op.fn.expr, dest)]
+                                     (lambda code: self.filled(code, shape)) if floats else None)
+            return ["        " + line for line in lowering.lower(expr, dest)]
         finally:  # scratch still lent when the lowering stopped early (a Conflict) goes back too
             for buf in lent:
                 bufs.give_back(buf)
@@ -221,7 +240,8 @@ class NumpyLowering:
         return found
 
     def _find_gemm_epilogues(self) -> dict:
-        """``α·(A·B) + b`` of a matrix product read nowhere else, ``b`` of the result's shape or a row.
+        """``α·(A·B) + b``, or ``f(α·(A·B) + b)``, of a matrix product read nowhere else, ``b`` of the
+        result's shape or a row (``f`` an elementwise function of that sum alone).
 
         Copying b into the result and letting BLAS add α·A·B (β = 1) replaces the bias add
         and any scaling, passes over the result that numpy's dot cannot fuse: for a batch
@@ -253,11 +273,23 @@ class NumpyLowering:
                         or op.in_indices[1 - j] not in (op.out_indices, op.out_indices[-1:])):
                     continue
                 s_prod, s_bias = op.fn.symbols[j], op.fn.symbols[1 - j]
-                expr = sp.expand(op.fn.expr)
-                alpha = expr.coeff(s_prod)
-                if (alpha.is_number and alpha.is_real and alpha != 0 and expr.coeff(s_bias) == 1
-                        and sp.expand(expr - alpha * s_prod - s_bias) == 0):
-                    found[id(node)] = (prod, float(alpha), bias)
+                affine = _affine(op.fn.expr, s_prod, s_bias)
+                if affine is not None and affine[1] == 1:
+                    found[id(node)] = (prod, affine[0], bias, None)
+                    break
+                # f(α·P + b), f elementwise (a relu, a tanh): the gemm makes u = α·P + b, f(u) follows.
+                # sympy may hold a multiple of u (a sigmoid's 1/(1 + exp(-b - P))): c·u is replaced.
+                for sub in sp.preorder_traversal(op.fn.expr):
+                    if isinstance(sub, sp.Add) and sub != op.fn.expr and sub.free_symbols == {s_prod, s_bias}:
+                        affine = _affine(sub, s_prod, s_bias)
+                        if affine is None:
+                            continue
+                        u = sp.Dummy("u", real=True)
+                        post = op.fn.expr.xreplace({sub: affine[1] * u})
+                        if post.free_symbols == {u}:
+                            found[id(node)] = (prod, affine[0], bias, (u, post))
+                            break
+                if id(node) in found:
                     break
         return found
 
@@ -267,20 +299,30 @@ class NumpyLowering:
         return [(self.var[id(i)], t) for i, t in zip(prod.inputs, (ta, tb))][:: -1 if swap else 1]
 
     def _gemm_epilogue(self, node: Node) -> list[str]:
-        """``α·(A·B) + b``: b copied into the result, then one gemm adding α·A·B to it."""
-        prod, alpha, bias = self.gemm_epilogues[id(node)]
+        """``f(α·(A·B) + b)``: b copied into the result, one gemm adding α·A·B to it, then f in place."""
+        prod, alpha, bias, post = self.gemm_epilogues[id(node)]
         dest = self.dest_for(node)  # before the product's operands give their buffers back
         self.var[id(node)] = dest
+        target, tail = dest, []
+        if post is not None:
+            u, expr = post
+            try:  # f in place, reading the gemm's result from dest
+                tail = self.lower_expr(expr, {u: dest}, node.shape, "float", dest, alias=u)
+            except Conflict:  # f reads its argument after writing the result: the gemm writes a scratch
+                target = self.bufs.take(node.shape, "float")  # (taken while the operands still hold theirs)
+                tail = self.lower_expr(expr, {u: target}, node.shape, "float", dest)
         (a, ta), (b, tb) = self._gemm_operands(prod)
         helper = f"g{len(self.consts)}"
         self.consts.append(f"    {helper} = rt.GemmAccumulate(dtype, {ta}, {tb}, {alpha!r}, 1.0, "
                            f"{self.shape_code(node.shape)})")
         self.free_dead_inputs(prod, at=self.position[id(node)])
+        if target != dest:
+            self.bufs.give_back(target)
         factor = "" if alpha == 1.0 else f"{alpha!r}·"
         product = f"{factor}{a}{'ᵀ' if ta else ''}·{b}{'ᵀ' if tb else ''}"
         return [f"        # {safe(formula(prod))}, added into the result by the gemm (β = 1)",
-                f"        xp.copyto({dest}, {self.var[id(bias)]})",
-                f"        {helper}({a}, {b}, {dest})  # {dest} ← {dest} + {product}"]
+                f"        xp.copyto({target}, {self.var[id(bias)]})",
+                f"        {helper}({a}, {b}, {target})  # {target} ← {target} + {product}"] + tail
 
     def _gemm_update(self, node: Node) -> list[str]:
         """``P ← β·P + α·(A·B)`` as one BLAS call accumulating into the parameter."""
