@@ -176,3 +176,14 @@ def test_a_user_function_of_a_product_plus_a_bias_gets_the_epilogue(name, fn):
     source = _run([gc.sum(out * out)], {"x": rng.standard_normal((5, 4)), "W": rng.standard_normal((4, 3)),
                                         "b": rng.standard_normal(3)})
     assert _epilogue(source)
+
+
+def test_an_f_numpy_lacks_is_reported_with_the_users_terms():
+    """The symbol standing for the sum is named after it, so the error shows the expression."""
+    erf = gc.elementwise("erf", lambda z: sympy.erf(z))
+    g = gc.Graph("erf")
+    x, W, b = g.input("x", (5, 4)), g.param("W", (4, 3)), g.param("b", (3,))
+    out = erf(gc.matmul(x, W) / 4 + b)
+    with pytest.raises(gc.GraphError, match=r"no numpy function for 'erf' in the elementwise expression "
+                                             r"erf\(\(\w+/4 \+ \w+\)\)"):
+        gc.compile([out])(x=np.ones((5, 4)), W=np.ones((4, 3)), b=np.ones(3))

@@ -284,7 +284,8 @@ class NumpyLowering:
                         affine = _affine(sub, s_prod, s_bias)
                         if affine is None:
                             continue
-                        u = sp.Dummy("u", real=True)
+                        # named after the sum it stands for: an error about f then shows the user's terms
+                        u = sp.Symbol(f"({sp.sstr(sub / affine[1])})", real=True)
                         post = op.fn.expr.xreplace({sub: affine[1] * u})
                         if post.free_symbols == {u}:
                             found[id(node)] = (prod, affine[0], bias, (u, post))
