@@ -32,7 +32,7 @@ from collections import deque
 
 import numpy as np
 
-from graphc.errors import BindingError
+from graphc.errors import BindingError, GraphcError
 
 
 class RowCaster:
@@ -47,7 +47,11 @@ class RowCaster:
     PROBE_EVERY = 16
     BLOCK_BYTES = 3 << 18  # a block this size stays in one core's L2
 
-    def __init__(self, row_shape: tuple, dtype):
+    def __init__(self, row_shape: tuple, dtype, probe_every: int | None = None):
+        if probe_every is not None:  # a caster called every step can look less often
+            if isinstance(probe_every, bool) or not isinstance(probe_every, (int, np.integer)) or probe_every < 2:
+                raise GraphcError(f"RowCaster: probe_every must be an integer of at least 2, got {probe_every!r}")
+            self.PROBE_EVERY = int(probe_every)
         row_bytes = max(int(np.prod(row_shape, dtype=np.int64)) * np.dtype(dtype).itemsize, 1)
         self.block = np.empty((max(self.BLOCK_BYTES // row_bytes, 1),) + tuple(row_shape), dtype)
         self.block.fill(0)  # its pages mapped now, not inside the first timing of the block way

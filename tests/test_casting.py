@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from graphc.casting import RowCaster
-from graphc.errors import BindingError
+from graphc.errors import BindingError, GraphcError
 
 
 def _rows(n, width=37, seed=0):
@@ -97,3 +97,21 @@ def test_a_mismatched_call_is_refused_whichever_way_is_due(way, n_rows, out_shap
     with pytest.raises(BindingError, match=r"RowCaster: rows \(\d+, 37\) cast into out"):
         caster(_rows(n_rows), out, own=own)
     assert np.isnan(out).all()  # nothing written
+
+
+def test_a_caster_can_probe_less_often():
+    caster = RowCaster((37,), np.float32, probe_every=64)
+    _force(caster, "straight")
+    forced = {"straight": [1e-9] * 3, "block": [1e-6] * 3}
+    tried = []
+    for _ in range(128):
+        _force(caster, "straight")
+        caster(_rows(10), np.empty((10, 37), np.float32))
+        tried += [way for way, timings in caster.timings.items() if list(timings) != forced[way]]
+    assert tried.count("block") == 2 and RowCaster.PROBE_EVERY == 16
+
+
+@pytest.mark.parametrize("probe_every", [0, 1, -4, 2.5, True])
+def test_a_bad_probe_interval_is_refused(probe_every):
+    with pytest.raises(GraphcError, match="probe_every must be an integer of at least 2"):
+        RowCaster((37,), np.float32, probe_every=probe_every)
