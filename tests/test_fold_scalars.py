@@ -22,6 +22,15 @@ def _copy(feed):
     return {k: (v.copy() if isinstance(v, np.ndarray) else v) for k, v in feed.items()}
 
 
+def _scaled_layer(name, batch, divisor):
+    """``sum(relu((x/divisor)·W))`` for x of (batch, 6) and W of (6, 3): (graph, x, W, loss, dW)."""
+    g = gc.Graph(name)
+    x, W = g.input("x", (batch, 6)), g.param("W", (6, 3))
+    loss = gc.sum(gc.relu(gc.matmul(x / divisor, W)))
+    (dW,) = gc.grad(loss, [W])
+    return g, x, W, loss, dW
+
+
 def _agree(outputs, feed, updates=None, lowering="auto", rtol=1e-10, atol=1e-12):
     """Fused vs unfused: same outputs (shape, dtype, value) and same updated arrays."""
     runs = []
@@ -70,10 +79,7 @@ def test_gradients_through_a_folded_scale_match_finite_differences():
 def test_a_symbolic_batch_counts_as_larger_than_fixed_dims():
     # dW (6 x 3) and x·W (n x 3) against x (n x 6): smaller for every batch beyond a few rows,
     # so the factor moves whether dW is returned or feeds an update.
-    g = gc.Graph("symbolic")
-    x, W = g.input("x", ("n", 6)), g.param("W", (6, 3))
-    loss = gc.sum(gc.relu(gc.matmul(x / 255, W)))
-    (dW,) = gc.grad(loss, [W])
+    g, x, W, loss, dW = _scaled_layer("symbolic", "n", 255)
     assert not _scales([loss, dW], x)
     assert not _scales([loss, W - 0.1 * dW], x)
     wide = gc.einsum("ij,k->ijk", x / 255, g.input("v", (3,)))  # n x 6 x 3: larger than x
@@ -82,10 +88,7 @@ def test_a_symbolic_batch_counts_as_larger_than_fixed_dims():
 
 def test_the_fused_update_takes_the_factor_as_its_gemm_alpha():
     rng = np.random.default_rng(2)
-    g = gc.Graph("fold_update")
-    x, W = g.input("x", (7, 6)), g.param("W", (6, 3))
-    loss = gc.sum(gc.relu(gc.matmul(x / 4, W)))
-    (dW,) = gc.grad(loss, [W])
+    _, x, W, loss, dW = _scaled_layer("fold_update", 7, 4)
     fn = gc.compile(loss, updates={W: W - 0.1 * dW})
     xv, wv = rng.standard_normal((7, 6)), rng.standard_normal((6, 3))
     w = wv.copy()

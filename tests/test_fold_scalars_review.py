@@ -22,7 +22,7 @@ import graphc as gc
 import graphc.compiler.simplify  # noqa: F401  (the module; the package re-exports a function of that name)
 from graphc.compiler.simplify import _no_larger
 from graphc.optim import SGD, Adam, Momentum, TrainStep
-from test_fold_scalars import _agree, _copy, _scales  # the helpers both files share
+from test_fold_scalars import _agree, _copy, _scaled_layer, _scales  # the helpers both files share
 
 SIMPLIFY = sys.modules["graphc.compiler.simplify"]
 
@@ -268,10 +268,7 @@ def test_train_steps_agree_without_the_pass_with_array_api_and_with_check_numeri
 
 def test_check_numerics_compiles_without_folding_and_agrees():
     rng = np.random.default_rng(12)
-    g = gc.Graph("numerics")
-    x, W = g.input("x", (5, 6)), g.param("W", (6, 3))
-    loss = gc.sum(gc.relu(gc.matmul(x / 255, W)))
-    (dW,) = gc.grad(loss, [W])
+    _, x, W, loss, dW = _scaled_layer("numerics", 5, 255)
     values = {"x": rng.standard_normal((5, 6)), "W": rng.standard_normal((6, 3))}
     checked = gc.compile([loss, dW], check_numerics=True)(values)
     for a, b in zip(checked, gc.compile([loss, dW])(values)):
