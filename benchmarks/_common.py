@@ -249,8 +249,10 @@ QUIET_CORES = 0.25  # a round is "quiet" when other processes used less than thi
 
 
 def settle(seconds: float = 0.005):
-    """Sleep briefly between timed chunks so BLAS/OpenMP/XLA worker threads of the previous
-    implementation stop spinning before the next one starts (they share the two cores)."""
+    """Sleep briefly between timed chunks of implementations that share one thread pool.
+
+    Too short to outlast another library's spinning workers (numpy's OpenBLAS spins about
+    100 ms after its last call): bench_step runs each implementation for 200 ms first instead."""
     time.sleep(seconds)
 
 
