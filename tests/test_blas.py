@@ -81,6 +81,63 @@ def test_gemm_accumulate_rereads_only_the_operand_that_changed():
         assert g.layouts[1] is not None and g.layouts[2] is not None
 
 
+def _fed_fresh(g, operand, make, rng, shapes, calls=4):
+    """Call ``g`` ``calls`` times with the same c and one operand new each time; check each result."""
+    fixed = {"a": rng.standard_normal(shapes["a"]), "b": rng.standard_normal(shapes["b"])}
+    c = rng.standard_normal(shapes["c"])
+    for _ in range(calls):
+        ops = dict(fixed)
+        ops[operand] = make(rng.standard_normal(shapes[operand]))
+        want = c + 0.5 * (ops["a"].T @ ops["b"])
+        g(ops["a"], ops["b"], c)
+        np.testing.assert_allclose(c, want, rtol=1e-12)
+    return ops, c
+
+
+def _read_only(x):
+    x.flags.writeable = False
+    return x
+
+
+@pytest.mark.parametrize("operand", ["a", "b"])
+@pytest.mark.parametrize("make", [np.ascontiguousarray, _read_only, lambda x: np.asfortranarray(x),
+                                  lambda x: np.repeat(x, 2, axis=0)[::2]],
+                         ids=["c-order", "read-only", "fortran", "every-other-row"])
+def test_a_fresh_operand_stored_like_the_last_is_only_repointed(operand, make):
+    # A step fed a new batch array every call: the call keeps everything but that operand's
+    # address, which must be the new array's, whichever way its address is read.
+    g = GemmAccumulate(np.float64, True, False, 0.5, 1.0, (4, 3))
+    ops, c = _fed_fresh(g, operand, make, np.random.default_rng(2), {"a": (5, 4), "b": (5, 3), "c": (4, 3)})
+    if g.uses_blas:
+        k = "ab".index(operand)
+        assert g.call[GemmAccumulate._POINTER_AT[k]].value == ops[operand].ctypes.data
+        assert g.layouts[k][0].value == ops[operand].ctypes.data
+
+
+def test_a_fresh_operand_stored_otherwise_or_overlapping_c_is_read_again():
+    rng = np.random.default_rng(3)
+    g = GemmAccumulate(np.float64, True, False, 0.5, 1.0, (4, 3))
+    b = rng.standard_normal((5, 3))
+    big = rng.standard_normal((6, 4))
+    c = big[1:5, :3]  # c is part of a larger array
+    for a in (rng.standard_normal((5, 4)),                 # C order: BLAS
+              np.asfortranarray(rng.standard_normal((5, 4))),  # same shape, other strides: read again
+              rng.standard_normal((5, 4)).astype(np.float32).astype(np.float64),
+              big[:5].copy()):
+        want = c + 0.5 * (a.T @ b)
+        g(a, b, c)
+        np.testing.assert_allclose(c, want, rtol=1e-12)
+    # A new a with the last one's shape and strides that overlaps c: numpy's path, not BLAS in place.
+    holder = np.zeros((6, 4))
+    a, c2 = holder[:5], holder[1:5, :3]
+    g(rng.standard_normal((5, 4)), b, c2)  # binds c2 with a C-ordered a of these strides
+    holder[:5] = rng.standard_normal((5, 4))
+    want = c2 + 0.5 * (a.T @ b)
+    g(a, b, c2)
+    np.testing.assert_allclose(c2, want, rtol=1e-12)
+    assert g.call is None
+
+
 def test_gemm_accumulate_without_blas(monkeypatch):
     g = GemmAccumulate(np.float32, False, True, 0.5, 2.0, (3, 2))
     g.gemm = None  # as on a numpy whose BLAS was not found

@@ -140,6 +140,24 @@ def blas_threads() -> int | None:
     return int(fn()) if fn is not None else None
 
 
+_CHAR = ctypes.c_char
+
+
+def _address(array) -> int:
+    """The address of ``array``'s first element.
+
+    ``ctypes.c_char.from_buffer`` reads it in a third of the time of ``array.ctypes.data``
+    (0.23 against 0.77 µs), but only from a writable C-contiguous array, which is what a
+    step is usually fed; anything else goes through ``ctypes.data``.
+    """
+    if array.flags.c_contiguous and array.flags.writeable:
+        try:
+            return ctypes.addressof(_CHAR.from_buffer(array))
+        except (TypeError, ValueError, BufferError):  # an empty array, or an exporter that refuses
+            pass
+    return array.ctypes.data
+
+
 def _layout(m):
     """(pointer, flag, ld) for the logical matrix ``m`` (rows x cols), or None if BLAS cannot read it."""
     item = m.itemsize
@@ -157,10 +175,11 @@ class GemmAccumulate:
 
     Made once per fused update in ``build`` (the numpy lowering decides where); the
     shapes are those of that specialisation.  An operand's layout is read when a new
-    array object arrives and kept while the same object comes back (numpy never moves
-    an array's data; an array whose strides are reassigned in place, through the
-    deprecated ``ndarray.strides`` setter, is not noticed).  BLAS runs when ``c`` is row-major (any
-    row stride) and ``a``, ``b`` have a unit stride along one axis; otherwise, when
+    array object arrives (only its address, when it is stored like the one it replaces,
+    as in a step fed a fresh batch each call) and kept while the same object comes back
+    (numpy never moves an array's data; an array whose strides are reassigned in place,
+    through the deprecated ``ndarray.strides`` setter, is not noticed).  BLAS runs when
+    ``c`` is row-major (any row stride) and ``a``, ``b`` have a unit stride along one axis; otherwise, when
     ``c`` overlaps an operand, or when no BLAS was found, ``np.dot`` into a scratch
     buffer and ufuncs compute the same thing.
     """
@@ -173,6 +192,7 @@ class GemmAccumulate:
         self.m, self.n = shape
         self.bound = (None, None, None)  # weak references to the arrays the cached call is for
         self.layouts = (None, None, None)  # their (pointer, flag, ld) as ctypes values
+        self.stored = (None, None)  # (shape, strides, dtype) of the a and b the call was made for
         self.call = None  # the BLAS arguments for them, or None: use numpy
         self.fixed = None  # (k, and the arguments that do not depend on the arrays)
         self.scratch = None
@@ -192,6 +212,13 @@ class GemmAccumulate:
 
     def _rebind(self, a, b, c) -> None:
         old, cached = self.bound, self.layouts
+        if self.call is not None and old[2]() is c:  # the common case first: a new batch array
+            if old[1]() is b and self._repoint(0, a, c):
+                self.bound = (weakref.ref(a), old[1], old[2])
+                return
+            if old[0]() is a and self._repoint(1, b, c):
+                self.bound = (old[0], weakref.ref(b), old[2])
+                return
         self.bound = (weakref.ref(a), weakref.ref(b), weakref.ref(c))
         self.call = None
         if self.gemm is None:
@@ -211,6 +238,24 @@ class GemmAccumulate:
             self.fixed = (k, i(_ROW_MAJOR), i(self.m), i(self.n), i(k), r(self.alpha), r(self.beta))
         _, order, m, n, kk, alpha, beta = self.fixed
         self.call = (order, la[1], lb[1], m, n, kk, alpha, la[0], la[2], lb[0], lb[2], beta, lc[0], lc[2])
+        self.stored = ((a.shape, a.strides, a.dtype), (b.shape, b.strides, b.dtype))
+
+    # Where operand k's pointer sits in ``self.call``.
+    _POINTER_AT = (7, 9)
+
+    def _repoint(self, k: int, array, c) -> bool:
+        """Operand ``k`` (0: a, 1: b) is a new array stored like the one the call was made for
+        (a step fed a fresh batch each call): only its address changes in the call.  False,
+        and nothing changed, when it is stored otherwise or overlaps ``c``."""
+        if (array.shape, array.strides, array.dtype) != self.stored[k] or np.may_share_memory(c, array):
+            return False
+        pointer = ctypes.c_void_p(_address(array))
+        at = self._POINTER_AT[k]
+        self.call = self.call[:at] + (pointer,) + self.call[at + 1:]
+        layouts = list(self.layouts)
+        layouts[k] = (pointer,) + layouts[k][1:]
+        self.layouts = tuple(layouts)
+        return True
 
     def _slot(self, matrix):
         """``_layout`` of one operand as ctypes values (pointer, flag, ld), or None."""
