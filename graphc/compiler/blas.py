@@ -179,9 +179,9 @@ class GemmAccumulate:
     as in a step fed a fresh batch each call) and kept while the same object comes back
     (numpy never moves an array's data; an array whose strides are reassigned in place,
     through the deprecated ``ndarray.strides`` setter, is not noticed).  BLAS runs when
-    ``c`` is row-major (any row stride) and ``a``, ``b`` have a unit stride along one axis; otherwise, when
-    ``c`` overlaps an operand, or when no BLAS was found, ``np.dot`` into a scratch
-    buffer and ufuncs compute the same thing.
+    ``c`` is row-major (any row stride) and ``a``, ``b`` have a unit stride along one
+    axis; otherwise, when ``c`` overlaps an operand, or when no BLAS was found,
+    ``np.dot`` into a scratch buffer and ufuncs compute the same thing.
     """
 
     def __init__(self, dtype, transpose_a: bool, transpose_b: bool, alpha: float, beta: float, shape: tuple):
