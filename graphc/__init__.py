@@ -9,7 +9,8 @@ opt_einsum calls.
 >>> dW, db = gc.grad(loss, [W, b])
 """
 
-from graphc.compiler import CompiledFunction, compile, explain, grad
+from graphc.compiler import CompiledFunction, compile, grad
+from graphc.compiler.explain import explain
 from graphc.errors import (
     BindingError, DataError, GradError, GraphcError, GraphError, NumericsError, SerializationError, ShapeError,
     SpecError,

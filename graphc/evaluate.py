@@ -12,7 +12,7 @@ import threading
 
 import numpy as np
 
-from graphc.casting import RowCaster
+from graphc.backends.numpy.casting import RowCaster
 from graphc.errors import GraphcError
 
 
@@ -52,7 +52,7 @@ class Evaluator:
         return correct / len(x)
 
     def _cast(self, rows: np.ndarray) -> np.ndarray:
-        from graphc.compiler.blas import blas_threads
+        from graphc.backends.numpy.blas import blas_threads
 
         local = self._local
         buffer = getattr(local, "buffer", None)
@@ -60,6 +60,6 @@ class Evaluator:
                 or buffer.dtype != self.dtype):
             buffer = local.buffer = np.empty((max(self.chunk, len(rows)),) + rows.shape[1:], self.dtype)
             local.caster = RowCaster(rows.shape[1:], self.dtype)
-        # BLAS gives this thread the first rows of each product (graphc.casting says why that matters).
+        # BLAS gives this thread the first rows of each product (graphc.backends.numpy.casting says why that matters).
         own = -(-len(rows) // (blas_threads() or 1))
         return local.caster(rows, buffer[: len(rows)], own=own)

@@ -28,7 +28,7 @@ def two_layer_net(input_size: int = 784, hidden_size: int = 50, output_size: int
 
     ``input_divisor``: the net reads ``x / input_divisor`` (``255``: raw pixel values).
     The compiler folds the division into the first layer's products, so the scaled
-    images are never made (``graphc.compiler.simplify.fold_scalar_factors``).
+    images are never made (``graphc.compiler.passes.simplification.fold_scalar_factors``).
     """
     if input_divisor is not None and (isinstance(input_divisor, bool) or not isinstance(input_divisor, (int, float))
                                       or not input_divisor > 0):

@@ -20,7 +20,9 @@ from typing import ClassVar, Mapping, Sequence
 import numpy as np
 
 from graphc.errors import BindingError, GraphError
-from graphc.ops.elementwise import ElementwiseFn, _sympy, make
+from graphc.ops.elementwise import ElementwiseFn, make
+from graphc.ops.indices import out_letters
+from graphc.ops.symbolic import sympy_module as _sympy
 from graphc.ops.node import Node
 
 
@@ -51,7 +53,7 @@ class Optimizer:
 
 
 def _apply(fn: ElementwiseFn, nodes: Sequence[Node], like: Node) -> Node:
-    idx = "ijklmnpqrstuvwxyzabcdefgho"[: like.ndim]
+    idx = out_letters(like.ndim)
     return make(fn, list(nodes), [idx if n.ndim else "" for n in nodes], idx, like.shape)
 
 

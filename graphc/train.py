@@ -18,7 +18,7 @@ from typing import Callable
 
 import numpy as np
 
-from graphc.casting import RowCaster
+from graphc.backends.numpy.casting import RowCaster
 from graphc.errors import GraphcError
 from graphc.evaluate import Evaluator
 
@@ -164,7 +164,7 @@ def train_mnist(config: TrainConfig = TrainConfig(), log: Callable[[str], None] 
     history = {"loss": [], "iteration": [], "train_acc": [], "test_acc": []}
     x_batch = np.empty((config.batch_size,) + x_train.shape[1:], dtype=dtype if pixels else x_train.dtype)
     # uint8 images are gathered into ``staging`` and cast into x_batch, which the step's
-    # products have just read on every core (graphc.casting says why that matters).
+    # products have just read on every core (graphc.backends.numpy.casting says why that matters).
     staging = np.empty(x_batch.shape, np.uint8) if pixels else None
     # Every step: probing the dearer way every 64 steps costs a fourth of every 16th (the default).
     cast = RowCaster(x_batch.shape[1:], x_batch.dtype, probe_every=64) if pixels else None

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 import graphc as gc
-from graphc.compiler import blas
-from graphc.compiler.blas import GemmAccumulate
+from graphc.backends.numpy import blas
+from graphc.backends.numpy.blas import GemmAccumulate
 
 
 def _reference(a, b, c, ta, tb, alpha, beta):

@@ -5,7 +5,7 @@ from collections import deque
 import numpy as np
 import pytest
 
-from graphc.casting import RowCaster
+from graphc.backends.numpy.casting import RowCaster
 from graphc.errors import BindingError, GraphcError
 
 

@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 
 import graphc as gc
-from graphc.compiler import blas
-from graphc.compiler.lower_numpy import NumpyLowering
+from graphc.backends.numpy import blas
+from graphc.backends.numpy.lowering import NumpyLowering
 from graphc.optim import SGD, Adam, Momentum, TrainStep
 from threads import run_in_threads  # tests/threads.py (tests/ is on sys.path)
 

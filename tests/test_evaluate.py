@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import graphc as gc
-from graphc.casting import RowCaster
+from graphc.backends.numpy.casting import RowCaster
 from graphc.evaluate import Evaluator
 from graphc.models import init_two_layer_params, two_layer_net
 

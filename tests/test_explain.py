@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 import graphc as gc
-from graphc.compiler.simplify import simplify
+from graphc.compiler.passes.simplification import simplify
 from graphc.compiler.walk import toposort
 from graphc.ops.contraction import Contraction
 from graphc.ops.elementwise import Elementwise
@@ -334,7 +334,7 @@ SIZES = {"i": 2, "j": 3, "k": 4}
 
 def test_matrix_forms_evaluate_to_their_contractions():
     """Every two-operand contraction of vectors/matrices that gets a matrix form (dY·Wᵀ, Xᵀ·dY, ...)."""
-    from graphc.compiler.notation import matrix_form
+    from graphc.compiler.explain.notation import matrix_form
 
     rng = np.random.default_rng(0)
     checked = []

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import graphc as gc
-from graphc.compiler.simplify import _no_larger, simplify
+from graphc.compiler.passes.simplification import _no_larger, simplify
 from graphc.compiler.walk import toposort
 from graphc.ops.elementwise import Elementwise
 

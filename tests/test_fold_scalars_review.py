@@ -19,12 +19,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import graphc as gc
-import graphc.compiler.simplify  # noqa: F401  (the module; the package re-exports a function of that name)
-from graphc.compiler.simplify import _no_larger
+import graphc.compiler.passes.simplification as SIMPLIFY
+from graphc.compiler.passes.simplification import _no_larger
 from graphc.optim import SGD, Adam, Momentum, TrainStep
 from test_fold_scalars import _agree, _copy, _scaled_layer, _scales  # the helpers both files share
 
-SIMPLIFY = sys.modules["graphc.compiler.simplify"]
 
 
 # -- helpers -------------------------------------------------------------------------------

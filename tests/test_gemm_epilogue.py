@@ -83,7 +83,7 @@ def test_what_is_not_fused_stays_correct(case):
 
 
 def test_without_blas_the_same_code_runs_on_numpy(monkeypatch):
-    from graphc.compiler import blas
+    from graphc.backends.numpy import blas
 
     monkeypatch.setenv("GRAPHC_BLAS", "0")
     blas.gemm_function.cache_clear()

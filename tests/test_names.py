@@ -172,7 +172,7 @@ def test_hostile_names_with_check_numerics(name):
     np.testing.assert_allclose(fn({name: np.ones(3)}), np.zeros(3))
     with pytest.raises(gc.NumericsError) as info, np.errstate(invalid="ignore"):
         fn({name: -np.ones(3)})
-    assert gc.compiler.notation.safe(name + "_log") in str(info.value) or name + "_log" in str(info.value)
+    assert gc.compiler.explain.safe(name + "_log") in str(info.value) or name + "_log" in str(info.value)
 
 
 def test_check_numerics_keeps_user_names_out_of_code(generated_only):

@@ -5,7 +5,7 @@ import tracemalloc
 import numpy as np
 import pytest
 
-from graphc.compiler.pairwise import NpContraction
+from graphc.backends.numpy.pairwise import NpContraction
 
 SIZES = {"a": 5, "b": 4, "c": 3, "d": 6, "i": 7, "j": 2, "k": 8, "n": 9}
 

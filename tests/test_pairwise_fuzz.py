@@ -15,8 +15,8 @@ import pytest
 import sympy
 
 import graphc as gc
-from graphc.compiler import runtime as rt
-from graphc.compiler.pairwise import NpContraction, PairSpec, _dot_call, gemm
+from graphc.backends.numpy import runtime as rt
+from graphc.backends.numpy.pairwise import NpContraction, PairSpec, _dot_call, gemm
 
 
 def _random_case(rnd, n_ops, letters):

@@ -8,7 +8,7 @@ would underflow.
 import numpy as np
 import pytest
 
-from graphc.compiler.runtime import NpRowSoftmax
+from graphc.backends.numpy.runtime import NpRowSoftmax
 
 
 def _reference(a, t):

@@ -1,13 +1,10 @@
-"""The passes: autodiff, simplification and fusion, code emission, explain."""
+"""The passes, in the order a graph meets them: ``autodiff`` (symbolic reverse mode),
+``passes`` (simplification and fusion), ``compile`` (lowering through a backend of
+:mod:`graphc.backends` into a checked callable), and ``explain`` (printing a derivation).
+"""
 
 from graphc.compiler.autodiff import grad
 from graphc.compiler.compile import CompiledFunction, compile
-from graphc.compiler.simplify import simplify
+from graphc.compiler.passes import simplify
 
-__all__ = ["grad", "compile", "CompiledFunction", "simplify", "explain"]
-
-
-def explain(*args, **kwargs):
-    from graphc.compiler.explain import explain as _explain
-
-    return _explain(*args, **kwargs)
+__all__ = ["grad", "compile", "CompiledFunction", "simplify"]

@@ -15,8 +15,9 @@ from typing import Sequence
 from graphc.compiler.walk import toposort
 from graphc.errors import GradError, GraphError
 from graphc.ops.elementwise import ElementwiseFn, make
+from graphc.ops.indices import format_shape, out_letters
 from graphc.ops.leaves import Zeros, zeros
-from graphc.ops.node import Node, format_shape
+from graphc.ops.node import Node
 
 _SUMS: dict[int, ElementwiseFn] = {}
 
@@ -31,7 +32,7 @@ def _accumulate(node: Node, parts: list[Node]) -> Node:
     k = len(parts)
     if k not in _SUMS:
         _SUMS[k] = ElementwiseFn("add", k, lambda *xs: sum(xs[1:], xs[0]))
-    idx = "ijklmnpqrstuvwxyzabcdefgho"[: node.ndim]
+    idx = out_letters(node.ndim)
     return make(_SUMS[k], parts, [idx] * k, idx, node.shape)
 
 
@@ -68,7 +69,12 @@ def grad(output: Node, wrt, seed: Node | None = None):
             f"{format_shape(output.shape)}, got {seed!r}"
         )
 
-    first_id = next(output.graph._ids)
+    with output.graph.deriving():  # every node made here is part of the backward graph
+        results = _backward(output, targets, seed)
+    return results[0] if single else results
+
+
+def _backward(output: Node, targets: Sequence[Node], seed: Node) -> list[Node]:
     order = toposort([output])
     depends = {id(w) for w in targets}
     for node in order:
@@ -84,7 +90,7 @@ def grad(output: Node, wrt, seed: Node | None = None):
             continue
         total = _accumulate(node, parts)
         if id(total) not in forward and total.auto_named:
-            total.rename(f"d{node.name}")  # fresh adjoint: name it after its variable
+            total.rename(f"d{node.name}")  # a fresh adjoint: named after its variable (display only)
         adjoint[id(node)] = total
         wanted = [id(inp) in depends and inp.kind == "float" for inp in node.inputs]
         if not any(wanted) or isinstance(total.op, Zeros):
@@ -93,7 +99,4 @@ def grad(output: Node, wrt, seed: Node | None = None):
             if g is not None:
                 contributions.setdefault(id(inp), []).append(g)
 
-    results = [adjoint[id(w)] if id(w) in adjoint else zeros(w.graph, w.shape) for w in targets]
-    # explain() tells derived nodes from forward ones by this id range.
-    output.graph.derived_ranges.append((first_id, next(output.graph._ids)))
-    return results[0] if single else results
+    return [adjoint[id(w)] if id(w) in adjoint else zeros(w.graph, w.shape) for w in targets]

@@ -21,13 +21,13 @@ import linecache
 import threading
 from typing import Any, Mapping, Sequence
 
-from graphc.compiler import runtime
-from graphc.compiler.emit import Program, emit
-from graphc.compiler.lower_numpy import emit_numpy
-from graphc.compiler.notation import safe
-from graphc.compiler.simplify import simplify
+from graphc.backends import array_api, numpy as numpy_backend
+from graphc.compiler.codegen.program import Program
+from graphc.compiler.explain.notation import safe
+from graphc.compiler.passes import simplify
 from graphc.errors import BindingError, GraphError
-from graphc.ops.node import Node, format_shape
+from graphc.ops.indices import format_shape
+from graphc.ops.node import Node
 
 _COUNTER = iter(range(1, 1 << 62))
 
@@ -72,7 +72,7 @@ class CompiledFunction:
         if lowering == "array_api":
             self.program = self._generic_program()
         elif lowering == "auto":
-            self.program = emit_numpy(*self._simplified[:1], name, self._simplified[1], check_numerics, fuse)
+            self.program = numpy_backend.lower(*self._simplified[:1], name, self._simplified[1], check_numerics, fuse)
             self._builds["numpy"] = self._exec(self.program)
         else:
             raise GraphError(f"compile: lowering must be 'auto' or 'array_api', got {lowering!r}")
@@ -98,7 +98,7 @@ class CompiledFunction:
     def _generic_program(self) -> Program:
         with self._generic_lock:  # two threads' first non-numpy calls must not both build it
             if self._generic is None:
-                program = emit(self._simplified[0], self._name, self._simplified[1], self._check_numerics)
+                program = array_api.lower(self._simplified[0], self._name, self._simplified[1], self._check_numerics)
                 self._builds["generic"] = self._exec(program)
                 self._generic = program  # published last, once its build exists
         return self._generic
@@ -197,7 +197,7 @@ class CompiledFunction:
     def _specialise(self, dims: tuple, dtype, xp):
         import opt_einsum
 
-        from graphc.compiler.pairwise import NpContraction
+        from graphc.backends.numpy.pairwise import NpContraction
 
         program = self.program if xp.__name__ == "numpy" else self._generic_program()
         build = self._builds["generic" if program is self._generic else "numpy"]
@@ -208,6 +208,7 @@ class CompiledFunction:
                        for k in program.kernels]
         else:  # numpy: opt_einsum's path, each pairwise product into a buffer made here
             kernels = [NpContraction(k.spec, list(map(concrete, k.shapes)), dtype) for k in program.kernels]
+        runtime = array_api.runtime if program is self._generic else numpy_backend.runtime
         return build(xp, runtime, kernels, dtype, dims, program.labels)
 
     def __call__(self, *args, **kwargs):

@@ -1,24 +1,27 @@
-"""What each op is: the IR's node types, their shapes and their derivative rules.
+"""What each op is: the IR's node types, their shapes and their rules.
 
-Nothing here imports :mod:`graphc.compiler`; the compiler reads these ops.
+Modules import one another in one direction: ``indices`` and ``symbolic`` (shared
+vocabulary) → ``node`` (Op, Node) → ``leaves`` → ``graph`` → ``contraction`` →
+``elementwise`` → ``nn`` → ``cross_entropy`` → ``operators`` (Python operators on
+nodes).  Nothing here imports :mod:`graphc.compiler`; the compiler reads these ops.
 """
 
 from graphc.ops.contraction import (
-    Contraction, Spec, diagonal, einsum, matmul, mean, outer, parse_spec, sum, trace, transpose,
+    Contraction, Spec, diagonal, einsum, matmul, outer, parse_spec, sum, trace, transpose,
 )
+from graphc.ops.cross_entropy import SoftmaxCrossEntropy, softmax_cross_entropy
 from graphc.ops.elementwise import (
     Elementwise, ElementwiseFn, add, copy, div, exp, log, maximum, mul, neg, power, relu,
     sigmoid, sqrt, step, sub, tanh,
 )
+from graphc.ops.graph import Graph
 from graphc.ops.leaves import Constant, Delta, DimSize, Input, Param, Zeros
-from graphc.ops.nn import (
-    Argmax, LogSoftmax, OneHot, Softmax, SoftmaxCrossEntropy, argmax, log_softmax, one_hot, softmax,
-    softmax_cross_entropy,
-)
-from graphc.ops.node import Graph, Node, Op
+from graphc.ops.nn import Argmax, LogSoftmax, OneHot, Softmax, argmax, log_softmax, one_hot, softmax
+from graphc.ops.node import Node, Op
+from graphc.ops.operators import mean
 
-# The module graphc.ops.elementwise keeps its name; its ``elementwise`` constructor
-# is re-exported at the top level as ``graphc.elementwise``.
+# ``graphc.ops.elementwise`` stays the module (its function ``elementwise``, which defines
+# a new op, is exported at the top level as ``graphc.elementwise``).
 
 __all__ = [
     "Graph", "Node", "Op", "Spec", "Contraction", "Elementwise", "ElementwiseFn", "Constant", "Delta",

@@ -15,15 +15,15 @@ indices, which amounts to swapping the output term with operand j's term.
 
 from __future__ import annotations
 
-import string
 from dataclasses import dataclass
 from typing import Mapping, Sequence
 
-from graphc.errors import ShapeError, SpecError
-from graphc.ops.leaves import Delta, Zeros, delta, dim_size, zeros
-from graphc.ops.node import Dim, Node, Op, as_node, format_shape, same_graph
-
-LETTERS = string.ascii_letters
+from graphc.errors import GraphError, ShapeError, SpecError
+from graphc.ops.indices import DERIVATIVE, LETTERS, fresh_letter, format_shape, letters_for
+from graphc.ops.leaves import Delta, Zeros, delta, operand_symbol, zeros
+from graphc.ops.node import Node, Op, as_node, same_graph
+from graphc.ops.registry import saved_as
+from graphc.ops.symbolic import sympy_module
 
 
 @dataclass(frozen=True)
@@ -108,8 +108,11 @@ def bind_letters(spec: Spec, operands: Sequence[Node], op_name: str) -> dict:
     return sizes
 
 
+@saved_as("einsum")
 class Contraction(Op):
     """``out = einsum(spec, *inputs)``, possibly broadcasting to output letters found in no input."""
+
+    file_fields = frozenset({"spec", "label"})
 
     def __init__(self, spec: Spec, label: str = "einsum"):
         self.spec = spec
@@ -120,6 +123,17 @@ class Contraction(Op):
 
     def describe(self):
         return f"einsum '{self.spec}'"
+
+    def index_letters(self, node):
+        return self.spec.output
+
+    def view_of(self, node):
+        if len(node.inputs) != 1:
+            return None
+        term, out = self.spec.inputs[0], self.spec.output
+        if len(set(term)) != len(term) or not set(term) <= set(out):  # a sum or a diagonal: a new array
+            return None
+        return node.inputs[0]
 
     def vjp(self, node: Node, g: Node, wanted):
         sizes = letter_sizes(node)
@@ -137,18 +151,130 @@ class Contraction(Op):
             target, used = "", set(sizes)
             for letter in ins[j]:
                 if letter in target:
-                    fresh = next(c for c in LETTERS if c not in used)
-                    used.add(fresh)
+                    fresh = fresh_letter(used, LETTERS)
                     sizes[fresh] = sizes[letter]
                     terms.append(letter + fresh)
                     operands.append(delta(node.graph, sizes[letter]))
                     letter = fresh
                 target += letter
             adj = contraction(Spec(tuple(terms), target), operands, sizes=sizes)
-            if adj.origin is None:
-                adj.origin = (node, j)
+            node.graph.set_origin(adj, node, j)
             grads.append(adj)
         return grads
+
+    def adjoint_steps(self, adj: Node, forward_lhs: str) -> list[str] | None:
+        """The seed's derivation of a contraction adjoint: the chain rule, one δ per index, and
+        their contraction (``adj`` is the adjoint node, ``forward_lhs`` how the forward node is written)."""
+        if not isinstance(adj.op, Contraction):
+            return None
+        fwd, j = adj.origin
+        spec = self.spec
+        target, term = fwd.inputs[j], spec.inputs[j]
+        g = adj.inputs[0]
+        used = set(spec.letters)
+        free = "".join(fresh_letter(used, DERIVATIVE) for _ in term)
+        out = spec.output
+        lhs = f"∂L/∂{target.name}[{','.join(free)}]"
+        chain = (f"Σ_{{{','.join(out)}}} " if out else "") + \
+            f"∂L/∂{fwd.name}[{','.join(out)}]·∂{forward_lhs}/∂{target.name}[{','.join(free)}]"
+        factors = [f"{g.name}[{','.join(out)}]" if out else g.name]
+        factors += [f"{o.name}[{','.join(t)}]" for k, (t, o) in enumerate(zip(spec.inputs, fwd.inputs)) if k != j]
+        factors += [f"δ[{a},{b}]" for a, b in zip(term, free)]
+        summed = "".join(dict.fromkeys(out + "".join(spec.inputs)))
+        deltas = f"Σ_{{{','.join(summed)}}} " + "·".join(factors)
+        return [f"{lhs} = {chain}", " " * len(lhs) + f" = {deltas}"]
+
+    # -- printing -----------------------------------------------------------------------
+    def expression(self, node: Node, name_of):
+        """``Σ_k x[n,k]·W[k,h]``: a sympy Sum over the summed letters of a product of indexed operands."""
+        sp = sympy_module()
+        factors = [operand_symbol(o, t, name_of) for t, o in zip(self.spec.inputs, node.inputs)]
+        body = sp.Mul(*factors, evaluate=False) if len(factors) > 1 else factors[0]
+        if not self.spec.summed:
+            return body
+        sizes = letter_sizes(node)
+        limits = [(sp.Idx(c), 0, sp.Symbol(str(sizes[c])) - 1 if isinstance(sizes[c], str) else sizes[c] - 1)
+                  for c in self.spec.summed]
+        return sp.Sum(body, *limits)
+
+    def matrix_form(self, node: Node, name_of) -> str | None:
+        """``dY·Wᵀ``, ``xᵀ·dA``, ``Σ_n dY``, ``tr(A)``: for contractions of vectors and matrices."""
+        spec = self.spec
+        if any(isinstance(i.op, Delta) for i in node.inputs):
+            return None
+        if any(len(t) > 2 for t in spec.inputs) or len(spec.output) > 2:
+            return None
+        names = [name_of(i) for i in node.inputs]
+        if len(spec.inputs) == 1:
+            term, out, a = spec.inputs[0], spec.output, names[0]
+            if len(set(term)) < len(term):
+                return f"tr({a})" if not out else f"diag({a})"
+            if term == out:
+                return a
+            if sorted(term) == sorted(out):
+                return f"{a}ᵀ"
+            summed = [c for c in term if c not in out]
+            if "".join(c for c in term if c in out) == out and summed:
+                return f"Σ_{','.join(summed)} {a}" if out else f"Σ {a}"
+            return None
+        plan = matrix_product(spec)
+        if plan is None:
+            return None
+        swap, ta, tb = plan
+        a, b = (f"{n}ᵀ" if t else n for n, t in zip(names, (ta, tb)))
+        return f"{b}·{a}" if swap else f"{a}·{b}"
+
+    # -- graph files ----------------------------------------------------------------------
+    def fields(self, codec):
+        return {"spec": str(self.spec), "label": self.kind_name}
+
+    @classmethod
+    def load(cls, graph, e, inputs, shape, name, codec):
+        text, label = codec.str(e["spec"], "spec"), codec.str(e["label"], "label")
+        lhs, arrow, out = text.partition("->")
+        terms = tuple(lhs.split(","))
+        if not arrow or len(terms) != len(inputs) or any(c not in LETTERS for c in lhs.replace(",", "") + out) \
+                or len(set(out)) != len(out) or len(out) != len(shape) or not label.isidentifier():
+            raise codec.error(f"einsum spec {text!r} (label {label!r}) is not an explicit spec over letters for "
+                              f"{len(inputs)} operand(s) with distinct output letters matching shape {list(shape)}")
+        spec = Spec(terms, out)
+        for operand in inputs:
+            if operand.kind != "float":
+                raise GraphError(f"{label} '{spec}': operand {operand.name!r} holds {operand.kind} values")
+        sizes = bind_letters(spec, inputs, f"{label} '{spec}'")  # the op's own rank and dim checks
+        for c, d in zip(out, shape):
+            if sizes.get(c, d) != d:
+                raise ShapeError(f"{label} '{spec}': output index {c!r} is {sizes[c]!r} in the operands "
+                                 f"but {d!r} in the shape")
+        return Node(graph, Contraction(spec, label), inputs, shape, "float", name)
+
+
+def matrix_product(spec) -> tuple | None:
+    """For a two-operand matrix product, ``(swap, transpose_a, transpose_b)``; else None.
+
+    ``spec`` has ``inputs`` (two index strings) and ``output``.  The product is
+    ``op(a)·op(b)``, or ``op(b)·op(a)`` when ``swap``, where ``op`` transposes the operands
+    flagged.  None when the spec is not one matrix product of operands of rank ≤ 2 over
+    exactly one summed index.  The BLAS lowering calls gemm from it; explain prints it.
+    """
+    if len(spec.inputs) != 2:
+        return None
+    (ta, tb), out = spec.inputs, spec.output
+    if any(len(set(t)) != len(t) for t in (ta, tb, out)) or len(ta) > 2 or len(tb) > 2:
+        return None
+    shared = set(ta) & set(tb)
+    summed = shared - set(out)
+    if shared != summed or len(summed) != 1 or not set(ta + tb) - summed >= set(out):
+        return None
+    (s,) = summed
+    fa, fb = ta.replace(s, ""), tb.replace(s, "")
+    if set(fa + fb) != set(out):
+        return None
+    if out == fa + fb:  # out = A(fa, s) · B(s, fb)
+        return False, len(ta) == 2 and ta != fa + s, len(tb) == 2 and tb != s + fb
+    if out == fb + fa:  # out = B(fb, s) · A(s, fa)
+        return True, len(ta) == 2 and ta != s + fa, len(tb) == 2 and tb != fb + s
+    return None
 
 
 def letter_sizes(node: Node) -> dict:
@@ -186,7 +312,7 @@ def _eliminate_deltas(spec: Spec, operands: list) -> tuple:
 
 
 def contraction(spec: Spec, operands: Sequence[Node], name: str | None = None,
-                sizes: Mapping | None = None, op_name: str = "einsum") -> Node:
+                sizes: Mapping | None = None, op_name: str = "einsum", label: str | None = None) -> Node:
     """Make a contraction node; checks shapes, contracts deltas and drops identities."""
     operands = list(operands)
     graph = same_graph(op_name, operands)
@@ -205,7 +331,7 @@ def contraction(spec: Spec, operands: Sequence[Node], name: str | None = None,
     spec, operands = _eliminate_deltas(spec, operands)
     if len(operands) == 1 and spec.inputs[0] == spec.output:
         return operands[0]
-    return Node(graph, Contraction(spec, op_name.split(" ")[0]), operands, shape, "float", name)
+    return Node(graph, Contraction(spec, label or op_name.split(" ")[0]), operands, shape, "float", name)
 
 
 # -- the user-facing constructors -------------------------------------------------
@@ -217,19 +343,6 @@ def einsum(spec: str, *operands: Node, name: str | None = None) -> Node:
     graph = same_graph("einsum", [o for o in operands if isinstance(o, Node)] or list(operands))
     nodes = [as_node(o, graph, f"einsum '{spec}'") for o in operands]
     return contraction(parse_spec(spec, len(nodes), f"einsum '{spec}'"), nodes, name=name)
-
-
-def _letters_for(dims: Sequence[Dim], avoid: set) -> str:
-    """Readable letters for fresh indices: a one-letter dim name where free, else i, j, k, ..."""
-    out = ""
-    for d in dims:
-        if isinstance(d, str) and len(d) == 1 and d in LETTERS and d not in avoid:
-            ch = d
-        else:
-            ch = next(c for c in "ijklmpqrstuvwxyzabcdefgho" + string.ascii_uppercase if c not in avoid)
-        avoid.add(ch)
-        out += ch
-    return out
 
 
 def matmul(a, b, name: str | None = None) -> Node:
@@ -247,10 +360,10 @@ def matmul(a, b, name: str | None = None) -> Node:
             f"({a.shape[-1]!r} vs {b.shape[-2 if b.ndim > 1 else -1]!r})"
         )
     avoid: set = set()
-    batch = _letters_for(a.shape[:-2], avoid) if a.ndim > 2 else ""
-    rows = _letters_for(a.shape[-2:-1], avoid) if a.ndim > 1 else ""
-    inner = _letters_for((a.shape[-1],), avoid)
-    cols = _letters_for(b.shape[-1:], avoid) if b.ndim > 1 else ""
+    batch = letters_for(a.shape[:-2], avoid) if a.ndim > 2 else ""
+    rows = letters_for(a.shape[-2:-1], avoid) if a.ndim > 1 else ""
+    inner = letters_for((a.shape[-1],), avoid)
+    cols = letters_for(b.shape[-1:], avoid) if b.ndim > 1 else ""
     ta = batch + rows + inner
     tb = batch + inner + cols if b.ndim > 1 else inner
     return contraction(Spec((ta, tb), batch + rows + cols), [a, b], name=name, op_name="matmul")
@@ -261,7 +374,7 @@ def transpose(x: Node, axes: Sequence[int] | None = None, name: str | None = Non
     axes = tuple(range(x.ndim))[::-1] if axes is None else tuple(axes)
     if sorted(axes) != list(range(x.ndim)):
         raise ShapeError(f"transpose: axes {axes} are not a permutation of the {x.ndim} axes of {x.name!r} {format_shape(x.shape)}")
-    letters = _letters_for(x.shape, set())
+    letters = letters_for(x.shape, set())
     return contraction(Spec((letters,), "".join(letters[a] for a in axes)), [x], name=name, op_name="transpose")
 
 
@@ -282,19 +395,9 @@ def _axes(x: Node, axis, op_name: str) -> tuple:
 def sum(x: Node, axis=None, name: str | None = None) -> Node:  # noqa: A001 - mirrors numpy
     """Sum over ``axis`` (all axes by default): the contraction ``ij->j`` and friends."""
     axes = _axes(x, axis, "sum")
-    letters = _letters_for(x.shape, set())
+    letters = letters_for(x.shape, set())
     out = "".join(c for i, c in enumerate(letters) if i not in axes)
     return contraction(Spec((letters,), out), [x], name=name, op_name="sum")
-
-
-def mean(x: Node, axis=None, name: str | None = None) -> Node:
-    """Mean over ``axis``: the sum divided by the (possibly symbolic) number of summed items."""
-    from graphc.ops import elementwise as ew
-    axes = _axes(x, axis, "mean")
-    total = sum(x, axes)
-    for a in axes:
-        total = ew.div(total, dim_size(x.graph, x.shape[a]))
-    return total.rename(name) if name else total
 
 
 def trace(x: Node, name: str | None = None) -> Node:

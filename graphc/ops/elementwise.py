@@ -17,21 +17,14 @@ import functools
 import itertools
 from typing import Callable, Sequence
 
-from graphc.errors import GraphError, ShapeError
-from graphc.ops.leaves import Constant, Zeros, constant, zeros
-from graphc.ops.node import Node, Op, as_node, format_shape, same_graph
-
-
-@functools.lru_cache(maxsize=None)
-def _sympy():
-    import sympy
-
-    return sympy
-
-
-def _symbols(n: int) -> tuple:
-    sp = _sympy()
-    return tuple(sp.Symbol(f"x{i}", real=True) for i in range(n))
+from graphc.errors import GraphError, SerializationError, ShapeError
+from graphc.ops.contraction import Contraction, Spec, contraction
+from graphc.ops.indices import format_shape, out_letters
+from graphc.ops.leaves import Constant, Zeros, constant, operand_symbol, zeros
+from graphc.ops.node import Node, Op, as_node, letters_of, same_graph
+from graphc.ops.registry import saved_as
+from graphc.ops.symbolic import number, symbols as _symbols
+from graphc.ops.symbolic import sympy_module as _sympy
 
 
 class ElementwiseFn:
@@ -110,8 +103,11 @@ def _tidy(expr):
     return sp.simplify(expr)
 
 
+@saved_as("elementwise")
 class Elementwise(Op):
     """``out[O] = f(A_0[I_0], ..., A_k[I_k])`` with each ``I_k`` a subset of ``O``."""
+
+    file_fields = frozenset({"fn", "symbols", "expr", "in_indices", "out_indices"})
 
     def __init__(self, fn: ElementwiseFn, in_indices: Sequence[str], out_indices: str):
         self.fn = fn
@@ -125,9 +121,46 @@ class Elementwise(Op):
     def describe(self):
         return f"{self.fn.name}[{','.join(self.in_indices)}->{self.out_indices}]"
 
-    def vjp(self, node: Node, g: Node, wanted):
-        from graphc.ops.contraction import Spec, contraction
+    def index_letters(self, node):
+        return self.out_indices
 
+    def expression(self, node, name_of):
+        """The function's sympy expression with each operand written as ``name[indices]``."""
+        return self.fn.expr.xreplace({sym: operand_symbol(operand, idx, name_of)
+                                      for sym, operand, idx in zip(self.fn.symbols, node.inputs, self.in_indices)})
+
+    def fields(self, codec):
+        fn = self.fn
+        return {"fn": fn.name, "symbols": [codec.expr_to_json(s) for s in fn.symbols],
+                "expr": codec.expr_to_json(fn.expr, declared=fn.symbols), "in_indices": list(self.in_indices),
+                "out_indices": self.out_indices}
+
+    @classmethod
+    def load(cls, graph, e, inputs, shape, name, codec):
+        sp, fname = _sympy(), codec.str(e["fn"], "fn")
+        syms = tuple(codec.expr_from_json(s) for s in codec.list(e["symbols"], "symbols"))
+        if not all(isinstance(s, sp.Symbol) for s in syms) or len({s.name for s in syms}) != len(syms):
+            raise SerializationError(f"symbols must be distinct Symbols, got {codec.short(e['symbols'])}")
+        ins = [codec.letters(i, "each of in_indices") for i in codec.list(e["in_indices"], "in_indices")]
+        out = codec.letters(e["out_indices"], "out_indices")
+        if not len(syms) == len(ins) == len(inputs):
+            raise SerializationError(f"{len(inputs)} input(s) but {len(syms)} symbols and {len(ins)} in_indices")
+        if len(out) != len(shape):
+            raise SerializationError(f"out_indices {out!r} do not fit the shape {list(shape)}")
+        dims = dict(zip(out, shape))
+        for k, (idx, operand) in enumerate(zip(ins, inputs)):
+            want = tuple(dims.get(c) for c in idx)
+            if None in want or operand.shape != want:
+                raise ShapeError(f"{fname!r}: operand {k} ({operand.name!r}) has shape {list(operand.shape)}, which "
+                                 f"indices {idx!r} of output {out!r} {list(shape)} do not describe")
+        expr = codec.expr_from_json(e["expr"], {s.name: s for s in syms})
+        fn = codec.builtin_fns().get(fname)
+        if fn is None or fn.symbols != syms or fn.expr != expr:
+            fn = ElementwiseFn.from_expr(fname, syms, expr)
+        kind = "bool" if isinstance(fn.expr, sp.logic.boolalg.Boolean) else "float"  # .expr checks its symbols
+        return Node(graph, Elementwise(fn, ins, out), inputs, shape, kind, name)
+
+    def vjp(self, node: Node, g: Node, wanted):
         sp = _sympy()
         # The cotangent and output symbols must not clash with the function's own: a
         # derived function (a vjp) already has a "g" among its symbols, and its vjp
@@ -151,8 +184,7 @@ class Elementwise(Op):
             target = self.in_indices[i]
             if target != self.out_indices:
                 local = contraction(Spec((self.out_indices,), target), [local])
-            if local.origin is None:
-                local.origin = (node, i)
+            node.graph.set_origin(local, node, i)
             grads.append(local)
         return grads
 
@@ -171,8 +203,6 @@ def _derived_fn(fn: ElementwiseFn, i: int, symbols, expr) -> ElementwiseFn:
 
 def constant_value(node: Node) -> float | None:
     """The value of a node that is one number everywhere (a constant, zeros, a broadcast constant)."""
-    from graphc.ops.contraction import Contraction
-
     op = node.op
     if isinstance(op, Constant):
         return op.value
@@ -205,7 +235,7 @@ def make(fn: ElementwiseFn, operands: Sequence[Node], in_indices: Sequence[str],
         covered = "".join(i for j, (n2, i) in enumerate(zip(operands, in_indices))
                           if j != k and constant_value(n2) is None)
         if not idx or all(c in covered for c in idx):  # folding it keeps the output's shape
-            subs[sym] = sp.Integer(int(value)) if value == int(value) else sp.Float(value)
+            subs[sym] = number(value)
     if subs:
         expr = _tidy(expr.subs(subs))
     keep = [k for k, sym in enumerate(fn.symbols) if sym in expr.free_symbols]
@@ -218,7 +248,6 @@ def make(fn: ElementwiseFn, operands: Sequence[Node], in_indices: Sequence[str],
         # One nonzero number everywhere: broadcast the constant to the shape.  (Keeping an
         # operand with ``value + 0*x`` does not work: sympy folds it back to a bare number,
         # and the emitted code returned a scalar instead of an array of this shape.)
-        from graphc.ops.contraction import Spec, contraction
         return contraction(Spec(("",), out_indices), [constant(graph, value)], name=name,
                            sizes=dict(zip(out_indices, shape)))
     if len(keep) == 1 and expr == fn.symbols[keep[0]] and in_indices[keep[0]] == out_indices:
@@ -232,26 +261,6 @@ def make(fn: ElementwiseFn, operands: Sequence[Node], in_indices: Sequence[str],
     # too, by class; it is also an Expr, which no comparison is: an x1 broadcast is a float.)
     kind = "bool" if isinstance(expr, sp.logic.boolalg.Boolean) and not isinstance(expr, sp.Expr) else "float"
     return Node(graph, Elementwise(fn, in_indices, out_indices), operands, shape, kind, name)
-
-
-def _out_letters(rank: int) -> str:
-    return "ijklmnpqrstuvwxyzabcdefgho"[:rank] if rank <= 26 else "".join(chr(65 + i) for i in range(rank))
-
-
-def _indices_like(node: Node, rank: int) -> str:
-    """Output letters: those the widest operand is already written with, so explain reads consistently."""
-    from graphc.ops.contraction import Contraction, _letters_for
-
-    op = node.op
-    if isinstance(op, Contraction):
-        letters = op.spec.output
-    elif isinstance(op, Elementwise):
-        letters = op.out_indices
-    elif len(node.inputs) == 1 and node.inputs[0].shape == node.shape:  # softmax and friends
-        return _indices_like(node.inputs[0], rank)
-    else:
-        letters = _letters_for(node.shape, set())
-    return letters if len(letters) == rank and len(set(letters)) == rank else _out_letters(rank)
 
 
 def apply(fn: ElementwiseFn, operands: Sequence, name: str | None = None) -> Node:
@@ -272,14 +281,14 @@ def apply(fn: ElementwiseFn, operands: Sequence, name: str | None = None) -> Nod
             if shape[k] is None:
                 shape[k], owner[k] = dim, n
             elif shape[k] != dim:
-                letters = _out_letters(rank)
+                letters = out_letters(rank)
                 o = owner[k]
                 raise ShapeError(
                     f"{fn.name}: index {letters[k]!r} (axis {k - rank}) is {shape[k]!r} in {o.name!r} "
                     f"{format_shape(o.shape)} but {dim!r} in {n.name!r} {format_shape(n.shape)}; "
                     "dims must agree exactly (use einsum to broadcast explicitly)"
                 )
-    out = _indices_like(max(nodes, key=lambda n: n.ndim), rank)
+    out = letters_of(max(nodes, key=lambda n: n.ndim))
     in_indices = [out[rank - n.ndim:] for n in nodes]
     return make(fn, nodes, in_indices, out, tuple(shape), name=name)
 

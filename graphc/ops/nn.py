@@ -1,26 +1,24 @@
-"""Neural-network ops that are not plain elementwise maps: softmax and its fused loss.
+"""Softmax and log-softmax over the last axis, one-hot labels and argmax.
 
-``softmax_cross_entropy`` is one op, as in the seed, because its gradient
-fuses into ``(y - t)/N`` (integer labels: subtract 1 at the label, then divide
-by N).  That rule assumes each row of ``t`` sums to 1, as one-hot labels and
-probability targets do.  Every derivative rule here is built from IR nodes, so
-second derivatives work.
+Each op's rules sit together in its class: shape (its constructor function),
+derivative (``vjp``, built from IR nodes, so second derivatives work), printing,
+graph-file fields, and its lowering for each backend (``@lowering``).  The fused
+softmax cross-entropy loss is :mod:`graphc.ops.cross_entropy`.
 """
 
 from __future__ import annotations
 
 from graphc.errors import GraphError, ShapeError
 from graphc.ops.contraction import Spec, contraction
-from graphc.ops.elementwise import ElementwiseFn, _indices_like, make
-from graphc.ops.leaves import dim_size
-from graphc.ops.node import Node, Op, check_shape, format_shape
-
-def _letters(node: Node) -> str:
-    """The letters ``node`` is written with (explain reads consistently across ops)."""
-    return _indices_like(node, node.ndim)
+from graphc.ops.elementwise import ElementwiseFn, make
+from graphc.ops.indices import check_shape
+from graphc.ops.node import Node, Op, letters_of
+from graphc.ops.registry import lowering, saved_as
+from graphc.ops.symbolic import indexed, sympy_module
 
 
-def _check_float(op_name: str, node: Node) -> None:
+def check_float(op_name: str, node: Node) -> None:
+    """A float node with a class axis, or a declaration error naming ``op_name``."""
     if not isinstance(node, Node):
         raise GraphError(f"{op_name}: expected a graph node, got {node!r}")
     if node.kind != "float":
@@ -31,67 +29,61 @@ def _check_float(op_name: str, node: Node) -> None:
 
 _SOFTMAX_VJP = ElementwiseFn("softmax_vjp", 3, lambda y, g, s: y * (g - s))
 _LOG_SOFTMAX_VJP = ElementwiseFn("log_softmax_vjp", 3, lambda y, g, s: g - y * s)
-# ∂/∂a of mean_n(-Σ_c t log softmax(a)) pulled back from g, with rows of t summing to 1.
-_CE_GRAD = ElementwiseFn("softmax_ce_grad", 4, lambda y, t, g, n: g * (y - t) / n)
-_CE_TARGET_GRAD = ElementwiseFn("softmax_ce_target_grad", 3, lambda ls, g, n: -g * ls / n)
 
 
-class Softmax(Op):
+class _RowOp(Op):
+    """An op over the last axis of its one operand, printed as ``f(a[n,c])``."""
+
+    file_arity = 1
+
+    def expression(self, node, name_of):
+        return sympy_module().Function(self.kind_name)(indexed(name_of(node.inputs[0]), letters_of(node)))
+
+    @classmethod
+    def load(cls, graph, e, inputs, shape, name, codec):
+        return cls.build(inputs[0], name=name)
+
+
+@saved_as("softmax")
+class Softmax(_RowOp):
     """``y[..,c] = exp(a[..,c]) / Σ_c' exp(a[..,c'])`` over the last axis."""
 
     kind_name = "softmax"
 
     def vjp(self, node, g, wanted):
-        idx = _letters(node)
+        idx = letters_of(node)
         s = contraction(Spec((idx, idx), idx[:-1]), [g, node])  # Σ_c g·y
         return [make(_SOFTMAX_VJP, [node, g, s], [idx, idx, idx[:-1]], idx, node.shape)]
 
+    @staticmethod
+    def build(a, name=None):
+        return softmax(a, name=name)
 
-class LogSoftmax(Op):
+
+@saved_as("log_softmax")
+class LogSoftmax(_RowOp):
     """``a - log Σ_c exp(a)`` over the last axis, computed stably."""
 
     kind_name = "log_softmax"
 
     def vjp(self, node, g, wanted):
-        idx = _letters(node)
+        idx = letters_of(node)
         s = contraction(Spec((idx,), idx[:-1]), [g])  # Σ_c g
         y = softmax(node.inputs[0])
         return [make(_LOG_SOFTMAX_VJP, [y, g, s], [idx, idx, idx[:-1]], idx, node.shape)]
 
-
-class SoftmaxCrossEntropy(Op):
-    """Mean over the batch of ``-Σ_c t·log softmax(a)``; ``t`` one-hot (float) or integer labels."""
-
-    kind_name = "softmax_ce"
-
-    def __init__(self, integer_labels: bool):
-        self.integer_labels = integer_labels
-
-    def key(self):
-        return ("softmax_ce", self.integer_labels)
-
-    def describe(self):
-        return "softmax cross-entropy" + (" (integer labels)" if self.integer_labels else "")
-
-    def vjp(self, node, g, wanted):
-        a, t = node.inputs
-        idx = _letters(a)
-        n = dim_size(a.graph, a.shape[0]) if a.ndim > 1 else a.graph.constant(1.0)
-        grads = [None, None]
-        if wanted[0]:
-            target = one_hot(t, a.shape[-1]) if self.integer_labels else t
-            y = softmax(a, name=f"softmax_{a.name}")
-            grads[0] = make(_CE_GRAD, [y, target, g, n], [idx, idx, "", ""], idx, a.shape)
-            grads[0].origin = (node, 0)
-        if wanted[1] and not self.integer_labels:
-            grads[1] = make(_CE_TARGET_GRAD, [log_softmax(a), g, n], [idx, "", ""], idx, a.shape)
-        return grads
+    @staticmethod
+    def build(a, name=None):
+        return log_softmax(a, name=name)
 
 
+@saved_as("one_hot")
 class OneHot(Op):
     """``t[.., c] = 1 if labels[..] == c else 0``; no gradient flows to integer labels."""
 
     kind_name = "one_hot"
+    file_arity = 1
+    file_fields = frozenset({"classes"})
 
     def __init__(self, classes):
         self.classes = classes
@@ -102,27 +94,43 @@ class OneHot(Op):
     def vjp(self, node, g, wanted):
         return [None]
 
+    def fields(self, codec):
+        return {"classes": self.classes}
 
+    @classmethod
+    def load(cls, graph, e, inputs, shape, name, codec):
+        return one_hot(inputs[0], codec.dim(e["classes"], "classes"), name=name)
+
+
+@saved_as("argmax")
 class Argmax(Op):
     """Index of the largest entry along the last axis; piecewise constant, so no gradient."""
 
     kind_name = "argmax"
+    file_arity = 1
 
     def vjp(self, node, g, wanted):
         return [None]
 
+    @classmethod
+    def load(cls, graph, e, inputs, shape, name, codec):
+        return argmax(inputs[0], name=name)
+
 
 def softmax(a: Node, name: str | None = None) -> Node:
-    _check_float("softmax", a)
+    """``exp(a) / Σ_c exp(a)`` over the last axis (computed with the row maximum subtracted)."""
+    check_float("softmax", a)
     return Node(a.graph, Softmax(), [a], a.shape, "float", name)
 
 
 def log_softmax(a: Node, name: str | None = None) -> Node:
-    _check_float("log_softmax", a)
+    """``a - log Σ_c exp(a)`` over the last axis, computed stably."""
+    check_float("log_softmax", a)
     return Node(a.graph, LogSoftmax(), [a], a.shape, "float", name)
 
 
 def one_hot(labels: Node, classes, name: str | None = None) -> Node:
+    """``labels`` (an integer node) as one-hot float rows of ``classes`` entries."""
     if not isinstance(labels, Node) or labels.kind != "int":
         raise GraphError(f"one_hot: labels must be an integer node (g.input(name, shape, kind='int')), got {labels!r}")
     (classes,) = check_shape((classes,), f"one_hot of {labels.name!r}: classes")
@@ -133,37 +141,39 @@ def one_hot(labels: Node, classes, name: str | None = None) -> Node:
 
 def argmax(a: Node, name: str | None = None) -> Node:
     """Class predictions: argmax over the last axis (integer node)."""
-    _check_float("argmax", a)
+    check_float("argmax", a)
     return Node(a.graph, Argmax(), [a], a.shape[:-1], "int", name)
 
 
-def softmax_cross_entropy(a: Node, t: Node, name: str | None = None) -> Node:
-    """The seed's CEE_Softmax: mean over rows of ``-Σ_c t·log softmax(a)``.
+# -- lowering, per backend ---------------------------------------------------------------------
+@lowering("array_api", Softmax, LogSoftmax)
+def _row_array_api(node, L):
+    return f"rt.{node.op.kind_name}(xp, {L.var(node.inputs[0])})"
 
-    ``t`` is either float targets of ``a``'s shape (one-hot rows, or rows summing to 1)
-    or integer labels of shape ``a.shape[:-1]`` (declare them with ``kind="int"``).
-    """
-    _check_float("softmax_cross_entropy", a)
-    if not isinstance(t, Node):
-        raise GraphError(f"softmax_cross_entropy: targets must be a graph node, got {t!r}")
-    if t.graph is not a.graph:
-        raise GraphError(f"softmax_cross_entropy: {a.name!r} and {t.name!r} belong to different graphs")
-    if a.ndim > 2:
-        raise ShapeError(f"softmax_cross_entropy: logits {a.name!r} {format_shape(a.shape)} must be (classes,) or (batch, classes)")
-    if t.kind == "int":
-        if t.shape != a.shape[:-1]:
-            raise ShapeError(
-                f"softmax_cross_entropy: integer labels {t.name!r} {format_shape(t.shape)} must have shape "
-                f"{format_shape(a.shape[:-1])} to match logits {a.name!r} {format_shape(a.shape)}"
-            )
-        integer = True
-    elif t.kind == "float":
-        if t.shape != a.shape:
-            raise ShapeError(
-                f"softmax_cross_entropy: targets {t.name!r} {format_shape(t.shape)} must match logits "
-                f"{a.name!r} {format_shape(a.shape)} (one-hot rows), or be integer labels of shape {format_shape(a.shape[:-1])}"
-            )
-        integer = False
-    else:
-        raise GraphError(f"softmax_cross_entropy: targets {t.name!r} hold {t.kind} values")
-    return Node(a.graph, SoftmaxCrossEntropy(integer), [a, t], (), "float", name)
+
+@lowering("numpy", Softmax, LogSoftmax)
+def _row_numpy(node, L):
+    # rt.NpRowSoftmax holds the scratch for these logits' shape, made once in build()
+    dest = L.output_buffer(node)
+    return [f"        {L.row_softmax(node)}.{node.op.kind_name}({L.var[id(node.inputs[0])]}, {dest})"]
+
+
+@lowering("array_api", OneHot)
+def _one_hot_array_api(node, L):
+    return f"rt.one_hot(xp, {L.var(node.inputs[0])}, {L.dim_code(node.op.classes)}, dtype)"
+
+
+@lowering("numpy", OneHot)
+def _one_hot_numpy(node, L):
+    dest = L.output_buffer(node)
+    return [f"        rt.np_one_hot({L.var[id(node.inputs[0])]}, out={dest})"]
+
+
+@lowering("array_api", Argmax)
+def _argmax_array_api(node, L):
+    return f"xp.argmax({L.var(node.inputs[0])}, axis=-1)"
+
+
+@lowering("numpy", Argmax)
+def _argmax_numpy(node, L):
+    return [f"        {L.fresh_var(node)} = xp.argmax({L.var[id(node.inputs[0])]}, axis=-1)"]

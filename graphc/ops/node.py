@@ -1,65 +1,59 @@
-"""The IR: a :class:`Graph` of :class:`Node` objects, each the output of one :class:`Op`.
+"""The IR's core: :class:`Op` (what a node computes) and :class:`Node` (one value in a graph).
 
-A node knows its op, its input nodes, its shape and its element kind.  A shape is
-a tuple of dims; a dim is an ``int`` (fixed) or a ``str`` (symbolic, bound when
-the compiled function is called).  Two dims agree only when they are equal: a
-symbolic ``"n"`` never silently matches ``100``, and a size-1 dim never
-stretches.  Every op checks its operands when it is declared, so a mismatch is
-reported where the user made it.
+A node knows its graph, its op, its input nodes, its shape and its element kind,
+and never changes after construction: passes build new nodes instead.  Two facts
+about a node are kept outside it, in its graph's side tables, because they are
+display and provenance only and never affect what is computed: its display name
+(:meth:`Node.rename` may set it) and, for a derived node, the forward node and
+operand it is the adjoint of (``origin``, for ``explain(steps=True)``).
+
+Two dims agree only when they are equal: a symbolic ``"n"`` never silently
+matches ``100``, and a size-1 dim never stretches.  Every op checks its operands
+when it is declared, so a mismatch is reported where the user made it.
+
+The Python operators on nodes (``+``, ``@``, ``.T``, ``.sum()``) are installed by
+:mod:`graphc.ops.operators`, which imports the ops they build; this module
+imports no op, so ``graphc.ops`` imports as a DAG.
 """
 
 from __future__ import annotations
 
-import itertools
-from typing import Any, Iterable, Sequence, Union
+from typing import TYPE_CHECKING, Any, Sequence
 
-from graphc.errors import GraphError, ShapeError
+from graphc.errors import GraphError
+from graphc.ops.indices import format_shape, letters_for, out_letters
 
-Dim = Union[int, str]
-MAX_DIM = 2 ** 40  # no array has a larger axis; a bigger declared dim is a mistake
-Shape = tuple  # tuple[Dim, ...]
+if TYPE_CHECKING:
+    from graphc.ops.graph import Graph
 
 #: Element kinds a node can hold.  Floating nodes carry gradients; integer
 #: nodes are labels and indices; booleans are masks.
 KINDS = ("float", "int", "bool")
 
 
-def format_shape(shape: Sequence[Dim]) -> str:
-    """``(n, 784)`` style, for error messages and explain output."""
-    inner = ", ".join(str(d) for d in shape)
-    return f"({inner},)" if len(shape) == 1 else f"({inner})"
-
-
-def check_shape(shape: Iterable[Any], what: str) -> Shape:
-    """Validate a user-given shape: a sequence of non-negative ints or identifier-like strs."""
-    if isinstance(shape, (int, str)):
-        shape = (shape,)
-    try:
-        dims = tuple(shape)
-    except TypeError:
-        raise ShapeError(f"{what}: shape must be a tuple of ints and dim names, got {shape!r}") from None
-    for d in dims:
-        if isinstance(d, bool) or not isinstance(d, (int, str)):
-            raise ShapeError(f"{what}: dim {d!r} in shape {dims!r} is neither an int nor a dim name")
-        if isinstance(d, int) and not 0 <= d <= MAX_DIM:
-            raise ShapeError(f"{what}: dim {d} in shape {dims!r} is {'negative' if d < 0 else f'larger than {MAX_DIM}'}")
-        if isinstance(d, str) and (not d or not d.isprintable()):
-            raise ShapeError(f"{what}: dim name {d!r} in shape {dims!r} must be a non-empty printable string")
-    return dims
-
-
 class Op:
-    """What a node computes.  Subclasses are small value objects.
+    """What a node computes.  Subclasses are small value objects, one module each, holding
+    every rule of their op side by side (see :mod:`graphc.ops.registry`):
 
-    ``key()`` identifies the op structurally (two nodes with equal keys and equal
-    inputs compute the same value; the compiler's CSE relies on it).
-    ``vjp(node, g, wanted)`` returns, for each input ``i`` with ``wanted[i]``,
-    the node holding ``g`` pulled back through this op (or None for no gradient).
-    Rules build ordinary IR nodes, so the backward graph can be differentiated again.
+    * ``key()`` identifies the op structurally: two nodes with equal keys and equal inputs
+      compute the same value (the compiler's CSE relies on it);
+    * ``vjp(node, g, wanted)`` returns, for each input ``i`` with ``wanted[i]``, the node
+      holding ``g`` pulled back through this op (or None for no gradient).  Rules build
+      ordinary IR nodes, so the backward graph can be differentiated again;
+    * ``expression(node, name_of)`` is the node's right-hand side in index notation, a sympy
+      expression (text and LaTeX are printed from it); ``matrix_form`` the matrix form, if any;
+    * ``fields()`` and ``from_fields(...)`` are the op's part of the graph file format;
+    * lowering rules per backend are registered with :func:`graphc.ops.registry.lowering`.
     """
 
     kind_name = "op"
-    differentiable = True
+    #: the op's name in graph files (None: not saved), the number of inputs a file entry
+    #: has (None: one or more), and the entry's op fields
+    file_name: str | None = None
+    file_arity: int | None = None
+    file_fields: frozenset = frozenset()
+    #: whether explain gives a node of this op a line of its own (constants are written inline)
+    listed = True
 
     def key(self) -> tuple:
         return (type(self).__name__,)
@@ -70,27 +64,107 @@ class Op:
     def describe(self) -> str:
         return self.kind_name
 
+    def index_letters(self, node: "Node") -> str:
+        """The letters ``node`` is written with on the left of ``name[...] = ...``: by default
+        its operand's when it has one of the same shape (softmax and friends), so a
+        derivation reads with consistent indices."""
+        if len(node.inputs) == 1 and node.inputs[0].shape == node.shape:
+            return letters_of(node.inputs[0])
+        return letters_for(node.shape, set())
+
+    def expression(self, node: "Node", name_of):
+        """The sympy right-hand side of ``node`` (``name_of(n)`` gives an operand's display name)."""
+        from graphc.ops.symbolic import sympy_module
+
+        sp = sympy_module()
+        return sp.Function(self.kind_name)(*[sp.Symbol(name_of(i)) for i in node.inputs])
+
+    def view_of(self, node: "Node") -> "Node | None":
+        """The operand whose memory ``node``'s value may share (a transpose or broadcast is a
+        view in every backend), or None when the value is an array of its own."""
+        return None
+
+    def adjoint_steps(self, adjoint: "Node", forward_lhs: str) -> list[str] | None:
+        """``explain(steps=True)``: the lines deriving ``adjoint`` (an operand's adjoint of a
+        node of this op, written ``forward_lhs``) by hand, or None to show the result only."""
+        return None
+
+    def matrix_form(self, node: "Node", name_of) -> str | None:
+        """``dY·Wᵀ``-style text when the node is a matrix expression; None otherwise."""
+        return None
+
+    def fields(self, codec) -> dict:
+        """The op's fields in a graph file (besides inputs, shape, kind and name).  ``codec``
+        is the serializer's toolbox (expressions to JSON, ...), so ops import no serializer;
+        the classmethod ``load(graph, entry, inputs, shape, name, codec)`` rebuilds the node."""
+        return {}
+
 
 class Node:
-    """One value in the graph.  Immutable once made; build new nodes with ops."""
+    """One value in the graph; immutable (see the module docstring for what lives beside it)."""
 
-    __slots__ = ("graph", "op", "inputs", "shape", "kind", "name", "id", "origin", "auto_named", "__weakref__")
+    __slots__ = ("graph", "op", "inputs", "shape", "kind", "id", "derived", "__weakref__")
 
-    def __init__(self, graph: "Graph", op: Op, inputs: Sequence["Node"], shape: Shape, kind: str, name: str | None):
+    def __init__(self, graph: "Graph", op: Op, inputs: Sequence["Node"], shape, kind: str,
+                 name: str | None = None, *, derived: bool | None = None):
         if name is not None and (not isinstance(name, str) or not name):
             # e.g. ``gc.sigmoid(a, b)``: the second operand lands in ``name``.
             raise GraphError(f"{op.kind_name}: a node name must be a non-empty string, got {name!r}")
-        self.graph = graph
-        self.op = op
-        self.inputs = tuple(inputs)
-        self.shape = tuple(shape)
-        self.kind = kind
-        self.id = next(graph._ids)
-        self.name = name if name is not None else f"{op.kind_name}{self.id}"
-        self.auto_named = name is None
-        # Where a derived node came from: (forward node, operand index) for a
-        # vector-Jacobian product; explain(steps=True) replays the derivation.
-        self.origin: tuple | None = None
+        init = object.__setattr__
+        init(self, "graph", graph)
+        init(self, "op", op)
+        init(self, "inputs", tuple(inputs))
+        init(self, "shape", tuple(shape))
+        init(self, "kind", kind)
+        init(self, "id", graph.new_id())
+        # Made by grad (part of a backward graph): explain sections it so.
+        init(self, "derived", graph.deriving_now if derived is None else bool(derived))
+        if name is not None:
+            graph.names[self.id] = (name, False)
+
+    def __setattr__(self, attr, value):
+        raise AttributeError(f"graph nodes are immutable: cannot set {attr!r} of {self!r}; build a new node")
+
+    # -- display name and provenance: the graph's side tables -----------------------------
+    @property
+    def name(self) -> str:
+        entry = self.graph.names.get(self.id)
+        return entry[0] if entry is not None else f"{self.op.kind_name}{self.id}"
+
+    @property
+    def auto_named(self) -> bool:
+        """Whether the name was generated (``matmul6``) rather than given."""
+        entry = self.graph.names.get(self.id)
+        return entry is None or entry[1]
+
+    def rename(self, name: str) -> "Node":
+        """Give this node a display name (used by explain and in comments, never as code)."""
+        if not isinstance(name, str) or not name:
+            raise GraphError(f"a node name must be a non-empty string, got {name!r}")
+        self.graph.names[self.id] = (name, False)
+        return self
+
+    def with_inputs(self, inputs: Sequence["Node"]) -> "Node":
+        """This node reading ``inputs`` instead (itself when they are its own): the same op,
+        shape, kind, name, provenance and derived flag.  How passes rebuild a graph."""
+        inputs = tuple(inputs)
+        if len(inputs) == len(self.inputs) and all(a is b for a, b in zip(inputs, self.inputs)):
+            return self
+        new = Node(self.graph, self.op, inputs, self.shape, self.kind, derived=self.derived)
+        new.copy_display(self)
+        return new
+
+    def copy_display(self, other: "Node") -> None:
+        """Give this node ``other``'s name and origin (side tables only; a rebuilt node's label)."""
+        graph = self.graph
+        graph.names[self.id] = graph.names.get(other.id, (other.name, True))  # a generated name stays generated
+        if other.origin is not None:
+            graph.set_origin(self, *other.origin)
+
+    @property
+    def origin(self) -> tuple | None:
+        """``(forward node, operand index)`` when this node is that operand's adjoint."""
+        return self.graph.origins.get(self.id)
 
     # -- introspection ---------------------------------------------------------
     @property
@@ -113,150 +187,16 @@ class Node:
     def __bool__(self) -> bool:
         raise GraphError(f"node {self.name!r} has no truth value until the graph runs; compare arrays, not nodes")
 
-    def rename(self, name: str) -> "Node":
-        """Give this node a display name (used by explain and in comments, never as code)."""
-        if not isinstance(name, str) or not name:
-            raise GraphError(f"a node name must be a non-empty string, got {name!r}")
-        self.name = name
-        self.auto_named = False
-        return self
 
-    # -- operators: thin sugar over graphc.ops -----------------------------------
-    def __add__(self, other):
-        from graphc.ops import elementwise as ew
-        return ew.add(self, other)
-
-    def __radd__(self, other):
-        from graphc.ops import elementwise as ew
-        return ew.add(other, self)
-
-    def __sub__(self, other):
-        from graphc.ops import elementwise as ew
-        return ew.sub(self, other)
-
-    def __rsub__(self, other):
-        from graphc.ops import elementwise as ew
-        return ew.sub(other, self)
-
-    def __mul__(self, other):
-        from graphc.ops import elementwise as ew
-        return ew.mul(self, other)
-
-    def __rmul__(self, other):
-        from graphc.ops import elementwise as ew
-        return ew.mul(other, self)
-
-    def __truediv__(self, other):
-        from graphc.ops import elementwise as ew
-        return ew.div(self, other)
-
-    def __rtruediv__(self, other):
-        from graphc.ops import elementwise as ew
-        return ew.div(other, self)
-
-    def __neg__(self):
-        from graphc.ops import elementwise as ew
-        return ew.neg(self)
-
-    def __pow__(self, exponent):
-        from graphc.ops import elementwise as ew
-        return ew.power(self, exponent)
-
-    def __rpow__(self, base):
-        from graphc.ops import elementwise as ew
-        return ew.power(base, self)
-
-    def __matmul__(self, other):
-        from graphc.ops import contraction
-        return contraction.matmul(self, other)
-
-    def __rmatmul__(self, other):
-        from graphc.ops import contraction
-        return contraction.matmul(other, self)
-
-    @property
-    def T(self) -> "Node":
-        from graphc.ops import contraction
-        return contraction.transpose(self)
-
-    def sum(self, axis=None) -> "Node":
-        from graphc.ops import contraction
-        return contraction.sum(self, axis)
-
-    def mean(self, axis=None) -> "Node":
-        from graphc.ops import contraction
-        return contraction.mean(self, axis)
+def letters_of(node: Node) -> str:
+    """The index letters ``node`` is written with: its op's choice, when that is one distinct
+    letter per axis, else ``i, j, k, ...``."""
+    letters = node.op.index_letters(node)
+    rank = node.ndim
+    return letters if len(letters) == rank and len(set(letters)) == rank else out_letters(rank)
 
 
-class Graph:
-    """A static computational graph: named inputs and parameters, and the nodes built on them.
-
-    >>> g = Graph("affine")
-    >>> x = g.input("x", ("n", 3)); W = g.param("W", (3, 2)); b = g.param("b", (2,))
-    >>> y = x @ W + b
-    """
-
-    def __init__(self, name: str = "graph"):
-        if not isinstance(name, str):
-            raise GraphError(f"a graph name must be a string, got {name!r}")
-        self.name = name
-        self._ids = itertools.count()
-        self.leaves: dict[str, Node] = {}
-        self.derived_ranges: list[tuple[int, int]] = []  # node ids made by grad(), for explain
-
-    def is_derived(self, node: "Node") -> bool:
-        """Whether ``node`` was made by ``grad`` (part of a backward graph)."""
-        return any(lo <= node.id < hi for lo, hi in self.derived_ranges)
-
-    def mark_derived(self, node: "Node") -> None:
-        """Record ``node`` as part of a backward graph (a pass's copy of a derived node)."""
-        ranges = self.derived_ranges
-        if ranges and ranges[-1][1] == node.id:
-            ranges[-1] = (ranges[-1][0], node.id + 1)
-        else:
-            ranges.append((node.id, node.id + 1))
-
-    def __repr__(self) -> str:
-        return f"<Graph {self.name!r}: {len(self.leaves)} leaves>"
-
-    def _leaf(self, op: Op, name: str, shape, kind: str) -> Node:
-        if not isinstance(name, str) or not name:
-            raise GraphError(f"graph {self.name!r}: a leaf name must be a non-empty string, got {name!r}")
-        if name in self.leaves:
-            raise GraphError(f"graph {self.name!r}: the name {name!r} is already taken by {self.leaves[name]!r}")
-        if kind not in KINDS:
-            raise GraphError(f"graph {self.name!r}: {name!r} has unknown kind {kind!r}; use one of {KINDS}")
-        node = Node(self, op, (), check_shape(shape, f"{op.kind_name} {name!r}"), kind, name)
-        self.leaves[name] = node
-        return node
-
-    def input(self, name: str, shape, kind: str = "float") -> Node:
-        """A value given at every call (data, labels).  ``kind="int"`` for integer labels."""
-        from graphc.ops.leaves import Input
-        return self._leaf(Input(name), name, shape, kind)
-
-    def param(self, name: str, shape) -> Node:
-        """A trainable value (weights).  Given at call time like an input; optimizers update it."""
-        from graphc.ops.leaves import Param
-        return self._leaf(Param(name), name, shape, "float")
-
-    def constant(self, value: float) -> Node:
-        """A scalar constant."""
-        from graphc.ops.leaves import constant
-        return constant(self, value)
-
-    @property
-    def inputs(self) -> list[Node]:
-        from graphc.ops.leaves import Input
-        return [n for n in self.leaves.values() if isinstance(n.op, Input)]
-
-    @property
-    def params(self) -> list[Node]:
-        from graphc.ops.leaves import Param
-        return [n for n in self.leaves.values() if isinstance(n.op, Param)]
-
-
-def same_graph(op_name: str, nodes: Sequence[Node]) -> Graph:
+def same_graph(op_name: str, nodes: Sequence[Node]):
     """The one graph all ``nodes`` belong to; mixing graphs is a declaration error."""
     graphs = {id(n.graph): n.graph for n in nodes}
     if len(graphs) != 1:
@@ -265,7 +205,7 @@ def same_graph(op_name: str, nodes: Sequence[Node]) -> Graph:
     return next(iter(graphs.values()))
 
 
-def as_node(value: Any, graph: Graph, op_name: str) -> Node:
+def as_node(value: Any, graph, op_name: str) -> Node:
     """Accept a node of ``graph`` or a Python scalar (made a constant)."""
     if isinstance(value, Node):
         if value.graph is not graph:

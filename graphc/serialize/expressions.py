@@ -19,13 +19,13 @@ import re
 from typing import Callable
 
 from graphc.errors import SerializationError
-from graphc.ops import elementwise as ew
+from graphc.ops.symbolic import sympy_module
 
 MAX_EXPR_DEPTH, MAX_INT = 200, 2**64
 
 
 def _sp():
-    return ew._sympy()
+    return sympy_module()
 
 # -- sympy expressions as JSON trees ---------------------------------------------------------
 #: The sympy classes an expression may use, besides numbers, symbols, constants and Piecewise.

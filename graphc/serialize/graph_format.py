@@ -56,14 +56,16 @@ import functools
 import json
 import math
 
-from graphc.errors import GraphcError, GraphError, SerializationError, ShapeError
-from graphc.ops import elementwise as ew
-from graphc.ops import nn
-from graphc.ops.contraction import LETTERS, Contraction, Spec, bind_letters
-from graphc.ops.leaves import Constant, Delta, DimSize, Input, Param, Zeros, constant
-from graphc.ops.node import KINDS, Graph, Node
+import graphc.ops  # noqa: F401 - every built-in op registers its file name on import
+from graphc.errors import GraphcError, SerializationError
+from graphc.ops import cross_entropy, elementwise as ew, nn
+from graphc.ops.graph import Graph
+from graphc.ops.indices import LETTERS
+from graphc.ops.leaves import Input, Param
+from graphc.ops.node import KINDS, Node
+from graphc.ops.registry import FILE_OPS
 from graphc.serialize.atomic import atomic_write
-from graphc.serialize.expressions import _short, _sp, expr_from_json, expr_to_json
+from graphc.serialize.expressions import _short, expr_from_json, expr_to_json
 
 FORMAT, VERSION = "graphc-graph", 1
 MAX_BYTES = 64 << 20  # a graph file larger than this is refused unread
@@ -81,27 +83,11 @@ def _outputs(outputs) -> list:
 
 
 def _op_fields(node: Node) -> dict:
-    """The file's ``op`` and op fields for ``node`` (exact types: a subclass may mean something else)."""
-    op, t = node.op, type(node.op)
-    if t is Constant:
-        return {"op": "constant", "value": op.value}
-    if t is DimSize:
-        return {"op": "dim_size", "dim": op.dim}
-    if t is Contraction:
-        return {"op": "einsum", "spec": str(op.spec), "label": op.kind_name}
-    if t is ew.Elementwise:
-        fn = op.fn
-        return {"op": "elementwise", "fn": fn.name, "symbols": [expr_to_json(s) for s in fn.symbols],
-                "expr": expr_to_json(fn.expr, declared=fn.symbols), "in_indices": list(op.in_indices),
-                "out_indices": op.out_indices}
-    if t is nn.SoftmaxCrossEntropy:
-        return {"op": "softmax_cross_entropy", "integer_labels": bool(op.integer_labels)}
-    if t is nn.OneHot:
-        return {"op": "one_hot", "classes": op.classes}
-    plain = {Zeros: "zeros", Delta: "delta", nn.Softmax: "softmax", nn.LogSoftmax: "log_softmax", nn.Argmax: "argmax"}
-    if t in plain:
-        return {"op": plain[t]}
-    raise SerializationError(f"cannot save node {node.name!r}: op {t.__name__} has no file format")
+    """The file's ``op`` and op fields for ``node``, from its op's registered file name and fields."""
+    name = type(node.op).file_name
+    if name is None or FILE_OPS.get(name) is not type(node.op):  # a subclass may mean something else
+        raise SerializationError(f"cannot save node {node.name!r}: op {type(node.op).__name__} has no file format")
+    return {"op": name, **node.op.fields(CODEC)}
 
 
 def graph_to_dict(outputs, *, name: str | None = None) -> dict:
@@ -125,7 +111,7 @@ def graph_to_dict(outputs, *, name: str | None = None) -> dict:
                  "shape": list(_shape(list(node.shape), f"node {node.name!r}")), "kind": node.kind, "name": node.name}
         if node.auto_named:
             entry["auto_name"] = True
-        if graph.is_derived(node):
+        if node.derived:
             entry["derived"] = True
         if node.origin is not None and id(node.origin[0]) in ids:
             entry["origin"] = [ids[id(node.origin[0])], node.origin[1]]
@@ -213,106 +199,46 @@ def _letters(v, what: str) -> str:
 @functools.lru_cache(maxsize=None)
 def _builtin_fns() -> dict:
     """graphc's own elementwise functions by name: loading restores them with their inverse/derivative hints."""
-    return {v.name: v for mod in (ew, nn) for v in vars(mod).values() if isinstance(v, ew.ElementwiseFn)}
+    return {v.name: v for mod in (ew, nn, cross_entropy) for v in vars(mod).values() if isinstance(v, ew.ElementwiseFn)}
 
 
-def _build_elementwise(graph, e, inputs, shape, name):
-    sp, fname = _sp(), _str(e["fn"], "fn")
-    symbols = tuple(expr_from_json(s) for s in _list(e["symbols"], "symbols"))
-    if not all(isinstance(s, sp.Symbol) for s in symbols) or len({s.name for s in symbols}) != len(symbols):
-        raise SerializationError(f"symbols must be distinct Symbols, got {_short(e['symbols'])}")
-    ins = [_letters(i, "each of in_indices") for i in _list(e["in_indices"], "in_indices")]
-    out = _letters(e["out_indices"], "out_indices")
-    if not len(symbols) == len(ins) == len(inputs):
-        raise SerializationError(f"{len(inputs)} input(s) but {len(symbols)} symbols and {len(ins)} in_indices")
-    if len(out) != len(shape):
-        raise SerializationError(f"out_indices {out!r} do not fit the shape {list(shape)}")
-    dims = dict(zip(out, shape))
-    for k, (idx, node) in enumerate(zip(ins, inputs)):
-        want = tuple(dims.get(c) for c in idx)
-        if None in want or node.shape != want:
-            raise ShapeError(f"{fname!r}: operand {k} ({node.name!r}) has shape {list(node.shape)}, which "
-                             f"indices {idx!r} of output {out!r} {list(shape)} do not describe")
-    expr = expr_from_json(e["expr"], {s.name: s for s in symbols})
-    fn = _builtin_fns().get(fname)
-    if fn is None or fn.symbols != symbols or fn.expr != expr:
-        fn = ew.ElementwiseFn.from_expr(fname, symbols, expr)
-    kind = "bool" if isinstance(fn.expr, sp.logic.boolalg.Boolean) else "float"  # .expr checks its symbols
-    return Node(graph, ew.Elementwise(fn, ins, out), inputs, shape, kind, name)
+class _Codec:
+    """The serializer's toolbox, handed to each op's ``fields``/``load`` so ops import no serializer."""
+
+    expr_to_json = staticmethod(expr_to_json)
+    expr_from_json = staticmethod(expr_from_json)
+    short = staticmethod(_short)
+    error = SerializationError
+    builtin_fns = staticmethod(_builtin_fns)
+
+    @staticmethod
+    def dim(d, where):
+        return _dim(d, where)
+
+    @staticmethod
+    def str(v, what):
+        return _str(v, what)
+
+    @staticmethod
+    def list(v, what):
+        return _list(v, what)
+
+    @staticmethod
+    def letters(v, what):
+        return _letters(v, what)
 
 
-def _build_einsum(graph, e, inputs, shape, name):
-    text, label = _str(e["spec"], "spec"), _str(e["label"], "label")
-    lhs, arrow, out = text.partition("->")
-    terms = tuple(lhs.split(","))
-    if not arrow or len(terms) != len(inputs) or any(c not in LETTERS for c in lhs.replace(",", "") + out) \
-            or len(set(out)) != len(out) or len(out) != len(shape) or not label.isidentifier():
-        raise SerializationError(f"einsum spec {text!r} (label {label!r}) is not an explicit spec over letters for "
-                                 f"{len(inputs)} operand(s) with distinct output letters matching shape {list(shape)}")
-    spec = Spec(terms, out)
-    for node in inputs:
-        if node.kind != "float":
-            raise GraphError(f"{label} '{spec}': operand {node.name!r} holds {node.kind} values")
-    sizes = bind_letters(spec, inputs, f"{label} '{spec}'")  # the op's own rank and dim checks
-    for c, d in zip(out, shape):
-        if sizes.get(c, d) != d:
-            raise ShapeError(f"{label} '{spec}': output index {c!r} is {sizes[c]!r} in the operands "
-                             f"but {d!r} in the shape")
-    return Node(graph, Contraction(spec, label), inputs, shape, "float", name)
-
-
-def _build_constant(graph, e, inputs, shape, name):
-    v = e["value"]
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-        raise SerializationError(f"value must be a finite number, got {_short(v)}")
-    return constant(graph, v).rename(name)
-
-
-def _build_delta(graph, e, inputs, shape, name):
-    if len(shape) != 2 or shape[0] != shape[1]:
-        raise SerializationError(f"a delta's shape must be [d, d], got {list(shape)}")
-    return Node(graph, Delta(), (), shape, "float", name)
-
-
-def _build_dim_size(graph, e, inputs, shape, name):
-    dim = _dim(e["dim"], "dim_size")
-    if not isinstance(dim, str):
-        raise SerializationError(f"dim_size takes a dim name, got {dim!r} (a fixed size is a constant)")
-    return Node(graph, DimSize(dim), (), (), "float", name)
-
-
-def _build_softmax_ce(graph, e, inputs, shape, name):
-    node = nn.softmax_cross_entropy(*inputs, name=name)
-    if node.op.integer_labels is not e["integer_labels"]:
-        raise SerializationError(f"integer_labels is {e['integer_labels']!r} but the targets hold "
-                                 f"{inputs[1].kind} values")
-    return node
-
-
-# op -> (number of inputs, or None for one or more; op fields; builder)
-_OPS = {
-    "constant": (0, {"value"}, _build_constant),
-    "zeros": (0, set(), lambda g, e, i, shape, name: Node(g, Zeros(), (), shape, "float", name)),
-    "delta": (0, set(), _build_delta),
-    "dim_size": (0, {"dim"}, _build_dim_size),
-    "einsum": (None, {"spec", "label"}, _build_einsum),
-    "elementwise": (None, {"fn", "symbols", "expr", "in_indices", "out_indices"}, _build_elementwise),
-    "softmax": (1, set(), lambda g, e, i, shape, name: nn.softmax(i[0], name=name)),
-    "log_softmax": (1, set(), lambda g, e, i, shape, name: nn.log_softmax(i[0], name=name)),
-    "argmax": (1, set(), lambda g, e, i, shape, name: nn.argmax(i[0], name=name)),
-    "one_hot": (1, {"classes"},
-                lambda g, e, i, shape, name: nn.one_hot(i[0], _dim(e["classes"], "classes"), name=name)),
-    "softmax_cross_entropy": (2, {"integer_labels"}, _build_softmax_ce),
-}
+CODEC = _Codec()
 _NODE_FIELDS = {"id", "op", "inputs", "shape", "kind", "name"}
 
 
 def _build_node(graph: Graph, e: dict, built: dict, where: str) -> Node:
     op = e.get("op")
-    if op not in _OPS:
-        raise SerializationError(f"{where}: unknown op {_short(op)}; known ops: {', '.join(_OPS)}")
-    arity, fields, build = _OPS[op]
-    _keys(e, _NODE_FIELDS | fields, {"auto_name", "derived", "origin"}, where)
+    if not isinstance(op, str) or op not in FILE_OPS:
+        raise SerializationError(f"{where}: unknown op {_short(op)}; known ops: {', '.join(FILE_OPS)}")
+    cls = FILE_OPS[op]
+    arity = cls.file_arity
+    _keys(e, _NODE_FIELDS | cls.file_fields, {"auto_name", "derived", "origin"}, where)
     inputs = [_ref(i, built, where) for i in _list(e["inputs"], f"{where}: inputs")]
     if (not inputs) if arity is None else len(inputs) != arity:
         raise SerializationError(f"{where}: {op} takes {'one or more' if arity is None else arity} input(s), "
@@ -321,7 +247,8 @@ def _build_node(graph: Graph, e: dict, built: dict, where: str) -> Node:
     if kind not in KINDS or any(not isinstance(e.get(f, False), bool) for f in ("auto_name", "derived")):
         raise SerializationError(f"{where}: kind must be one of {KINDS} and auto_name/derived booleans")
     try:
-        node = build(graph, e, inputs, shape, name)
+        with graph.deriving(e.get("derived", False)):
+            node = cls.load(graph, e, inputs, shape, name, CODEC)
     except SerializationError as err:
         raise SerializationError(f"{where} ({op}): {err}") from None
     except GraphcError as err:  # the op's own shape and kind checks
@@ -329,7 +256,8 @@ def _build_node(graph: Graph, e: dict, built: dict, where: str) -> Node:
     if node.shape != shape or node.kind != kind:
         raise SerializationError(f"{where} ({op}): the file says shape {list(shape)} and kind {kind!r}, "
                                  f"but the op gives {list(node.shape)} and {node.kind!r}")
-    node.auto_named = e.get("auto_name", False)
+    if e.get("auto_name", False):  # the name was generated: say so, so explain treats it as such
+        graph.names[node.id] = (name, True)
     return node
 
 
@@ -368,12 +296,6 @@ def graph_from_dict(d) -> tuple[Graph, list[Node]]:
     for k, e in enumerate(_list(d["nodes"], "nodes")):
         nid = new_id(e, k, "node")
         built[nid] = node = _build_node(graph, e, built, f"node {nid}")
-        if e.get("derived"):
-            ranges = graph.derived_ranges
-            if ranges and ranges[-1][1] == node.id:
-                ranges[-1] = (ranges[-1][0], node.id + 1)
-            else:
-                ranges.append((node.id, node.id + 1))
         if "origin" in e:
             origins.append((nid, node, e["origin"]))
     for nid, node, origin in origins:  # may point forward in the file: resolved once all nodes exist
@@ -383,7 +305,7 @@ def graph_from_dict(d) -> tuple[Graph, list[Node]]:
         fwd = _ref(origin[0], built, f"node {nid}: origin")
         if not 0 <= origin[1] < len(fwd.inputs):
             raise SerializationError(f"node {nid}: origin operand {origin[1]} is out of range for node {origin[0]}")
-        node.origin = (fwd, origin[1])
+        graph.set_origin(node, fwd, origin[1])
     outputs = [_ref(i, built, "outputs") for i in _list(d["outputs"], "outputs")]
     if not outputs:
         raise SerializationError("outputs: a graph file names at least one output")
@@ -425,7 +347,7 @@ def load_graph(path_or_file) -> tuple[Graph, list[Node]]:
 # -- structural equality ------------------------------------------------------------------------
 def _signature(n: Node) -> tuple:
     op = n.op
-    spec = str(op.spec) if isinstance(op, Contraction) else None
+    spec = str(op.spec) if hasattr(op, "spec") else None
     return (type(op).__name__, op.key(), op.kind_name, spec, n.shape, n.kind, n.name, n.auto_named, len(n.inputs))
 
 

@@ -1,25 +1,23 @@
-"""sympy printers: elementwise expressions as array-namespace code, and as index notation.
+"""Elementwise sympy expressions as Python code over an array namespace ``xp``.
 
-``code(expr, names)`` turns an elementwise expression into Python that calls
-``xp.<fn>`` (numpy, or any array-API namespace).  ``index_text`` and
-``index_latex`` print the same expression with operands as indexed tensors,
-``dA1[n,h]·[A1[n,h] > 0]``, for explain.
+``code(expr, names)`` prints calls to ``xp.<fn>`` (numpy, or any array-API namespace),
+with each symbol replaced by the code of its operand.  Both backends use it: the
+array-API lowering for whole expressions, the numpy lowering for functions it has
+no ufunc sequence for.
 """
 
 from __future__ import annotations
 
 import functools
-import re
 
 from graphc.errors import GraphError
-from graphc.ops.elementwise import _sympy
+from graphc.ops.symbolic import sympy_module as _sympy
 
 
 @functools.lru_cache(maxsize=None)
-def _printers():
+def _printer():
     sp = _sympy()
     from sympy.printing.numpy import NumPyPrinter
-    from sympy.printing.str import StrPrinter
 
     class XpPrinter(NumPyPrinter):
         """numpy's printer, but every function comes from the namespace ``xp``."""
@@ -70,41 +68,13 @@ def _printers():
         def _print_Rational(self, expr):
             return repr(float(expr)) if expr.q != 1 else str(expr.p)
 
-    class IndexPrinter(StrPrinter):
-        """Index notation: products with '·', Iverson brackets for 0/1 piecewise functions."""
-
-        printmethod = "_graphc_index_str"  # bypass Indexed._sympystr, which adds spaces
-
-        def _print_Mul(self, expr):
-            return re.sub(r"(?<!\*)\*(?!\*)", "·", super()._print_Mul(expr))
-
-        def _print_Piecewise(self, expr):
-            if len(expr.args) == 2 and expr.args[1] == (0, True):
-                value, cond = expr.args[0]
-                bracket = f"[{self._print(cond)}]"
-                return bracket if value == 1 else f"{self.parenthesize(value, 50)}·{bracket}"
-            parts = [f"{self._print(v)} if {self._print(c)}" for v, c in expr.args[:-1]]
-            return "(" + " else ".join(parts + [self._print(expr.args[-1][0])]) + ")"
-
-        def _print_KroneckerDelta(self, expr):  # δ[a,i], as explain writes it elsewhere
-            return f"δ[{','.join(self._print(a) for a in expr.args)}]"
-
-        def _print_Idx(self, expr):
-            return self._print(expr.label)
-
-        def _print_Indexed(self, expr):
-            return f"{expr.base}[{','.join(map(str, expr.indices))}]" if expr.indices else str(expr.base)
-
-        def _print_Float(self, expr):
-            return repr(float(expr))
-
-    return XpPrinter({"allow_unknown_functions": False}), IndexPrinter({"order": "none"})
+    return XpPrinter({"allow_unknown_functions": False})
 
 
 def code(expr, names: dict) -> str:
     """Python source for ``expr`` with each sympy symbol replaced by the code string ``names[symbol]``."""
     sp = _sympy()
-    printer, _ = _printers()
+    printer = _printer()
     placeholders = {sym: sp.Symbol(f"__graphc_{k}__") for k, sym in enumerate(names)}
     try:
         text = printer.doprint(expr.xreplace(placeholders))
@@ -116,9 +86,3 @@ def code(expr, names: dict) -> str:
     return text
 
 
-def index_text(expr) -> str:
-    return _printers()[1].doprint(expr)
-
-
-def index_latex(expr) -> str:
-    return _sympy().latex(expr)

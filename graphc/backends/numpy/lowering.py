@@ -1,4 +1,4 @@
-"""The numpy lowering: the same program as :mod:`graphc.compiler.emit`, with planned buffers.
+"""The numpy lowering: the program of :mod:`graphc.backends.array_api`, with planned buffers.
 
 Everything is decided here, once: every intermediate gets a buffer allocated
 when the function is specialised for its dims (``build``), buffers are reused
@@ -19,19 +19,20 @@ then allocates only its returned arrays.
 
 from __future__ import annotations
 
-from graphc.compiler.emit import (
-    Kernel, Program, assemble, constant_rhs, deferred_updates, signature, view, view_base,
-)
-from graphc.compiler.notation import formula, safe
-from graphc.compiler.pairwise import gemm
-from graphc.compiler.ufuncs import Conflict, UfuncLowering
+from graphc.backends.numpy.pairwise import gemm
+from graphc.backends.numpy.ufuncs import Conflict, UfuncLowering
+from graphc.compiler.codegen.program import Kernel, Program, assemble, deferred_updates, signature, view, view_base
+from graphc.compiler.explain.notation import formula, safe
 from graphc.compiler.walk import toposort
 from graphc.errors import GraphError
 from graphc.ops.contraction import Contraction, letter_sizes
-from graphc.ops.elementwise import Elementwise, _sympy
-from graphc.ops.leaves import Constant, Delta, DimSize, Input, Zeros
-from graphc.ops.nn import Argmax, LogSoftmax, OneHot, Softmax, SoftmaxCrossEntropy
+from graphc.ops.elementwise import Elementwise
+from graphc.ops.leaves import Constant, Delta, DimSize, Zeros
 from graphc.ops.node import Node
+from graphc.ops.registry import lowering, lowering_rule
+from graphc.ops.symbolic import sympy_module as _sympy
+
+BACKEND = "numpy"
 
 
 
@@ -465,7 +466,7 @@ class NumpyLowering:
     def constant(self, node: Node) -> None:
         """Constants, zeros and δ: made once in build()."""
         v = f"c{len(self.consts)}"
-        self.consts.append(f"    {v} = {constant_rhs(node, self.shape_code, self.dim_code)}")
+        self.consts.append(f"    {v} = {node.op.array_code(node, self.shape_code, self.dim_code)}")
         self.var[id(node)] = v
         self.claim(node, None)
 
@@ -503,48 +504,17 @@ class NumpyLowering:
         self.consts.append(f"    {v} = rt.NpRowSoftmax({self.shape_code(logits.shape)}, dtype)")
         return v
 
-    def softmax_cross_entropy(self, node: Node, ins: list[str]) -> list[str]:
-        # The gradient's softmax of the same logits is computed in the same pass.
-        y = next((n for n in self.order[self.position[id(node)]:] if isinstance(n.op, Softmax)
-                  and n.inputs[0] is node.inputs[0] and id(n) not in self.var), None)
-        y_code = "None"
-        if y is not None:
-            y_code = self.dest_for(y)
-            self.var[id(y)] = y_code
-            self.done.add(id(y))
-        method = "cross_entropy_labels" if node.op.integer_labels else "cross_entropy"
-        helper = self.row_softmax(node.inputs[0])
-        v = self.fresh_var(node)
-        return [f"        {v} = {helper}.{method}({ins[0]}, {ins[1]}, {y_code})"]
-
     def lower(self, node: Node) -> list[str] | None:
-        """The statements computing ``node`` (None for values that need none)."""
-        op = node.op
-        ins = [self.var.get(id(i)) for i in node.inputs]
-        if isinstance(op, DimSize):
-            self.var[id(node)] = self.dim_code(op.dim)
-            self.claim(node, None)
-            return None
-        if isinstance(op, (Constant, Zeros, Delta)):
-            self.constant(node)
-            return None
-        if isinstance(op, Elementwise):
-            return self.elementwise(node)
-        if isinstance(op, Contraction):
-            return self.contraction(node)
-        if isinstance(op, (Softmax, LogSoftmax)):
-            dest = self.dest_for(node)
-            self.var[id(node)] = dest
-            return [f"        {self.row_softmax(node)}.{op.kind_name}({ins[0]}, {dest})"]
-        if isinstance(op, OneHot):
-            dest = self.dest_for(node)
-            self.var[id(node)] = dest
-            return [f"        rt.np_one_hot({ins[0]}, out={dest})"]
-        if isinstance(op, SoftmaxCrossEntropy):
-            return self.softmax_cross_entropy(node, ins)
-        if isinstance(op, Argmax):
-            return [f"        {self.fresh_var(node)} = xp.argmax({ins[0]}, axis=-1)"]
-        raise GraphError(f"compile: no numpy lowering for {op.describe()} of {node.name!r}")  # pragma: no cover
+        """The statements computing ``node`` (None for values that need none), from its op's rule."""
+        rule = lowering_rule(BACKEND, node.op)
+        if rule is None:
+            raise GraphError(f"compile: the numpy backend has no rule for {node.op.describe()} of {node.name!r}")
+        return rule(node, self)
+
+    def output_buffer(self, node: Node, kind: str = "float") -> str:
+        """The destination of ``node``'s value (see ``dest_for``), recorded as its variable."""
+        dest = self.var[id(node)] = self.dest_for(node, kind)
+        return dest
 
     def free_dead_inputs(self, node: Node, at: int | None = None) -> None:
         """Values read for the last time by ``node`` (computed at position ``at``) give their buffers back."""
@@ -588,3 +558,25 @@ class NumpyLowering:
                           len(self.kernels), self.bufs.decls + self.consts, self.lines, results)
         return Program(self.name, source, self.args, self.dims, self.outputs, kernels=self.kernels,
                        updates=self.updates, order=self.order, labels=self.labels)
+
+
+# -- rules for the core ops ------------------------------------------------------------------
+@lowering(BACKEND, DimSize)
+def _dim_size(node, L):
+    L.var[id(node)] = L.dim_code(node.op.dim)
+    L.claim(node, None)
+
+
+@lowering(BACKEND, Constant, Zeros, Delta)
+def _constant(node, L):
+    L.constant(node)
+
+
+@lowering(BACKEND, Elementwise)
+def _elementwise(node, L):
+    return L.elementwise(node)
+
+
+@lowering(BACKEND, Contraction)
+def _contraction(node, L):
+    return L.contraction(node)

@@ -21,7 +21,7 @@ import functools
 import re
 
 from graphc.errors import GraphError
-from graphc.ops.elementwise import _sympy
+from graphc.ops.symbolic import sympy_module as _sympy
 
 
 @functools.lru_cache(maxsize=1)
@@ -152,7 +152,7 @@ class UfuncLowering:
             for a in args[2:]:
                 self._emit(f"xp.{fn}({dest}, {a}, out={dest})", dest)
         else:  # anything else: print it against xp (allocates a temporary) and copy it in
-            from graphc.compiler.printing import code
+            from graphc.compiler.codegen.xp_code import code
 
             if self.alias in e.free_symbols and self.dest_written:
                 raise Conflict(str(self.alias))

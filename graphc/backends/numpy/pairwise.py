@@ -13,37 +13,16 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+from graphc.ops.contraction import matrix_product
+
 
 class PairSpec(NamedTuple):
     inputs: tuple
     output: str
 
 
-def gemm(spec) -> tuple | None:
-    """For a two-operand matrix product, ``(swap, orient_a, orient_b)``: how to call matmul.
-
-    ``spec`` has ``inputs`` (two index strings) and ``output``.  ``orient_x`` is True when
-    operand x must be transposed.  None when the spec is not one matrix product of
-    operands of rank ≤ 2 over exactly one summed index.
-    """
-    if len(spec.inputs) != 2:
-        return None
-    (ta, tb), out = spec.inputs, spec.output
-    if any(len(set(t)) != len(t) for t in (ta, tb, out)) or len(ta) > 2 or len(tb) > 2:
-        return None
-    shared = set(ta) & set(tb)
-    summed = shared - set(out)
-    if shared != summed or len(summed) != 1 or not set(ta + tb) - summed >= set(out):
-        return None
-    (s,) = summed
-    fa, fb = ta.replace(s, ""), tb.replace(s, "")
-    if set(fa + fb) != set(out):
-        return None
-    if out == fa + fb:  # out = A(fa, s) · B(s, fb)
-        return False, len(ta) == 2 and ta != fa + s, len(tb) == 2 and tb != s + fb
-    if out == fb + fa:  # out = B(fb, s) · A(s, fa)
-        return True, len(ta) == 2 and ta != s + fa, len(tb) == 2 and tb != fb + s
-    return None
+#: how to call a two-operand matrix product, (swap, transpose_a, transpose_b), or None
+gemm = matrix_product
 
 
 class _Step(NamedTuple):

@@ -24,27 +24,24 @@ from collections import Counter
 from typing import Sequence
 
 from graphc.compiler.walk import toposort, use_counts
-from graphc.ops.contraction import LETTERS, Contraction, Spec, contraction, letter_sizes
-from graphc.ops.elementwise import Elementwise, ElementwiseFn, _sympy, make
+from graphc.ops.contraction import Contraction, Spec, contraction, letter_sizes
+from graphc.ops.elementwise import Elementwise, ElementwiseFn, make
+from graphc.ops.indices import LETTERS
 from graphc.ops.leaves import Input
 from graphc.ops.node import Node
+from graphc.ops.symbolic import sympy_module as _sympy
 
 
 def _clone(node: Node, inputs: Sequence[Node]) -> Node:
-    if all(a is b for a, b in zip(inputs, node.inputs)):
-        return node
-    new = Node(node.graph, node.op, inputs, node.shape, node.kind, node.name)
-    new.origin = node.origin
-    if node.graph.is_derived(node):  # explain sections the copy as the original: backward
-        node.graph.mark_derived(new)
-    return new
+    return node.with_inputs(inputs)
 
 
 def _rewrite(outputs: Sequence[Node], visit) -> list[Node]:
     """Rebuild bottom-up: ``visit(old, new_inputs)`` returns the replacement of ``old``."""
     new: dict[int, Node] = {}
     for node in toposort(outputs):
-        new[id(node)] = visit(node, [new[id(i)] for i in node.inputs])
+        with node.graph.deriving(node.derived):  # what replaces a derived node is derived too
+            new[id(node)] = visit(node, [new[id(i)] for i in node.inputs])
     return [new[id(o)] for o in outputs]
 
 
@@ -103,7 +100,8 @@ def fuse_contractions(outputs: Sequence[Node]) -> list[Node]:
         # sizes: an output letter this node broadcasts to stays in no operand after the merge.
         merged = contraction(Spec(tuple(terms), node.op.spec.output), operands, name=node.name,
                              sizes=letter_sizes(node))
-        merged.origin = node.origin
+        if node.origin is not None:
+            node.graph.set_origin(merged, *node.origin)
         return merged
 
     return _rewrite(outputs, visit)
@@ -191,8 +189,8 @@ def fold_scalar_factors(outputs: Sequence[Node]) -> list[Node]:
         operands = [new.inputs[0] if id(old) in folded else new for old, new in zip(node.inputs, inputs)]
         product = contraction(node.op.spec, operands, sizes=letter_sizes(node))
         fresh = all(product is not o for o in operands)  # (an identity contraction returns its operand)
-        if fresh:
-            product.origin = node.origin
+        if fresh and node.origin is not None:
+            node.graph.set_origin(product, *node.origin)
         name = None if node.auto_named else node.name
         if float(factor) == 1.0:  # factors that cancel (c and 1/c): the product is the named value
             if fresh and name is not None:
@@ -204,7 +202,8 @@ def fold_scalar_factors(outputs: Sequence[Node]) -> list[Node]:
         fn = ElementwiseFn.from_expr("scale", (y,), factor * y)
         out = node.op.spec.output
         scaled = make(fn, [product], [out], out, node.shape, name=name)
-        scaled.origin = node.origin
+        if node.origin is not None:
+            node.graph.set_origin(scaled, *node.origin)
         return scaled
 
     return _rewrite(outputs, visit)
@@ -245,7 +244,8 @@ def fuse_elementwise(outputs: Sequence[Node]) -> list[Node]:
         expr = sp.piecewise_fold(op.fn.expr.xreplace(subs))
         fn = ElementwiseFn.from_expr(f"{op.fn.name}∘", tuple(symbols), expr)
         fused = make(fn, operands, indices, op.out_indices, node.shape, name=node.name)
-        fused.origin = node.origin
+        if node.origin is not None:
+            node.graph.set_origin(fused, *node.origin)
         return fused
 
     return _rewrite(outputs, visit)

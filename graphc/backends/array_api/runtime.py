@@ -1,0 +1,60 @@
+"""The array-API backend's runtime (``rt`` in its generated code): the few helpers that
+are not one array-namespace function.
+
+Each takes the array namespace ``xp`` first, so the generated code stays free of
+numpy and the same source runs on any array-API library.
+"""
+
+from __future__ import annotations
+
+from graphc.errors import BindingError, NumericsError
+
+
+def softmax(xp, a):
+    e = xp.exp(a - xp.max(a, axis=-1, keepdims=True))
+    return e / xp.sum(e, axis=-1, keepdims=True)
+
+
+def log_softmax(xp, a):
+    shifted = a - xp.max(a, axis=-1, keepdims=True)
+    return shifted - xp.log(xp.sum(xp.exp(shifted), axis=-1, keepdims=True))
+
+
+def _batch(a) -> int:
+    return a.shape[0] if a.ndim > 1 else 1
+
+
+def softmax_cross_entropy(xp, a, t):
+    """mean over rows of -Σ_c t·log softmax(a), stable for large logits."""
+    return -xp.sum(t * log_softmax(xp, a)) / _batch(a)
+
+
+def check_labels(xp, labels, classes: int) -> None:
+    if labels.size and (bool(xp.any(labels < 0)) or bool(xp.any(labels >= classes))):
+        bad = int(xp.min(labels)) if bool(xp.any(labels < 0)) else int(xp.max(labels))
+        raise BindingError(f"integer labels must lie in [0, {classes}); found {bad}")
+
+
+def softmax_cross_entropy_labels(xp, a, labels):
+    """The same loss with integer labels: pick log softmax at each row's label."""
+    check_labels(xp, labels, a.shape[-1])
+    ls = log_softmax(xp, a)
+    picked = xp.take_along_axis(ls, xp.reshape(labels, labels.shape + (1,)), axis=-1)
+    return -xp.sum(picked) / _batch(a)
+
+
+def one_hot(xp, labels, classes: int, dtype):
+    check_labels(xp, labels, classes)
+    return xp.astype(xp.reshape(labels, labels.shape + (1,)) == xp.arange(classes), dtype)
+
+
+def check_finite(xp, a, where: str) -> None:
+    """The numerics guard (compile(..., check_numerics=True)): stop at the first NaN or Inf."""
+    if not bool(xp.all(xp.isfinite(a))):
+        bad = "NaN" if bool(xp.any(xp.isnan(a))) else "Inf"
+        raise NumericsError(f"{bad} produced by {where}")
+
+
+def materialize(xp, a):
+    """A fresh, writeable array for results that would otherwise be views of inputs."""
+    return xp.asarray(a, copy=True)
