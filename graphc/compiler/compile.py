@@ -249,10 +249,16 @@ class CompiledFunction:
                 cache[tuple((a.shape, a.dtype) for a in arrays)] = run
         return run, arrays
 
-    def explain(self, **kw) -> str:
+    def explain(self, compiled: bool = False, **kw) -> str:
+        """What this function computes, as :func:`graphc.explain` prints it; with ``compiled=True``,
+        the program as compiled for numpy arrays instead: after simplification and the backend's
+        fusions (gemm nodes, the softmax kept with its loss), updates included, forward and backward."""
         from graphc.compiler.explain import explain
 
-        return explain(self.outputs, **kw)
+        if not compiled:
+            return explain(self.outputs, **kw)
+        kw.setdefault("forward", True)
+        return explain(list(self.program.outputs), updates=self.program.updates, **kw)
 
 
 def compile(outputs, name: str | None = None, fuse: bool = True, updates: Mapping | None = None,  # noqa: A001

@@ -12,8 +12,11 @@ from typing import Iterable
 from graphc.ops.node import Node
 
 
-def toposort(outputs: Iterable[Node]) -> list[Node]:
-    """Every node the outputs depend on, each after its inputs, in a deterministic order."""
+def toposort(outputs: Iterable[Node], inputs_of=None) -> list[Node]:
+    """Every node the outputs depend on, each after its inputs, in a deterministic order.
+
+    ``inputs_of(node)``, when given, replaces ``node.inputs`` (a rewrite that will add an
+    input orders the nodes as the rewritten graph will need them)."""
     order: list[Node] = []
     done: set[int] = set()
     for root in outputs:
@@ -27,7 +30,7 @@ def toposort(outputs: Iterable[Node]) -> list[Node]:
                 order.append(node)
                 continue
             stack.append((node, True))
-            for inp in reversed(node.inputs):
+            for inp in reversed(node.inputs if inputs_of is None else inputs_of(node)):
                 if id(inp) not in done:
                     stack.append((inp, False))
     return order

@@ -187,15 +187,7 @@ class Contraction(Op):
     # -- printing -----------------------------------------------------------------------
     def expression(self, node: Node, name_of):
         """``Σ_k x[n,k]·W[k,h]``: a sympy Sum over the summed letters of a product of indexed operands."""
-        sp = sympy_module()
-        factors = [operand_symbol(o, t, name_of) for t, o in zip(self.spec.inputs, node.inputs)]
-        body = sp.Mul(*factors, evaluate=False) if len(factors) > 1 else factors[0]
-        if not self.spec.summed:
-            return body
-        sizes = letter_sizes(node)
-        limits = [(sp.Idx(c), 0, sp.Symbol(str(sizes[c])) - 1 if isinstance(sizes[c], str) else sizes[c] - 1)
-                  for c in self.spec.summed]
-        return sp.Sum(body, *limits)
+        return einsum_expression(self.spec, node.inputs, letter_sizes(node), name_of)
 
     def matrix_form(self, node: Node, name_of) -> str | None:
         """``dY·Wᵀ``, ``xᵀ·dA``, ``Σ_n dY``, ``tr(A)``: for contractions of vectors and matrices."""
@@ -247,6 +239,19 @@ class Contraction(Op):
                 raise ShapeError(f"{label} '{spec}': output index {c!r} is {sizes[c]!r} in the operands "
                                  f"but {d!r} in the shape")
         return Node(graph, Contraction(spec, label), inputs, shape, "float", name)
+
+
+def einsum_expression(spec: Spec, operands: Sequence[Node], sizes: Mapping, name_of):
+    """``Σ_k x[n,k]·W[k,h]`` for ``spec`` over ``operands``: a sympy Sum (over the summed
+    letters, whose ranges come from ``sizes``) of a product of indexed operands."""
+    sp = sympy_module()
+    factors = [operand_symbol(o, t, name_of) for t, o in zip(spec.inputs, operands)]
+    body = sp.Mul(*factors, evaluate=False) if len(factors) > 1 else factors[0]
+    if not spec.summed:
+        return body
+    limits = [(sp.Idx(c), 0, sp.Symbol(str(sizes[c])) - 1 if isinstance(sizes[c], str) else sizes[c] - 1)
+              for c in spec.summed]
+    return sp.Sum(body, *limits)
 
 
 def matrix_product(spec) -> tuple | None:

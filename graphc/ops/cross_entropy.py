@@ -12,7 +12,8 @@ from graphc.errors import GraphError, SerializationError, ShapeError
 from graphc.ops.elementwise import ElementwiseFn, make
 from graphc.ops.indices import format_shape
 from graphc.ops.leaves import dim_size
-from graphc.ops.nn import Softmax, check_float, log_softmax, one_hot, softmax
+from graphc.ops.fused import KeptSoftmax
+from graphc.ops.nn import check_float, log_softmax, one_hot, softmax
 from graphc.ops.node import Node, Op, letters_of
 from graphc.ops.registry import lowering, saved_as
 from graphc.ops.symbolic import sympy_module
@@ -112,11 +113,10 @@ def _array_api(node, L):
 
 @lowering("numpy", SoftmaxCrossEntropy)
 def _numpy(node, L):
-    """One pass with rt.NpRowSoftmax; the softmax of the same logits that the gradient reads
-    (a later node) is written by the same pass into its own buffer."""
+    """One pass with rt.NpRowSoftmax, which also writes the softmax a KeptSoftmax reader
+    (made by the numpy backend's rewrites) holds: the gradient's softmax is not computed again."""
     a, t = node.inputs
-    y = next((n for n in L.order[L.position[id(node)]:] if isinstance(n.op, Softmax)
-              and n.inputs[0] is a and id(n) not in L.var), None)
+    y = next((r for r in L.schedule.readers_of(node) if isinstance(r.op, KeptSoftmax)), None)
     y_code = "None"
     if y is not None:
         y_code = L.output_buffer(y)

@@ -89,6 +89,10 @@ class Op:
         node of this op, written ``forward_lhs``) by hand, or None to show the result only."""
         return None
 
+    def explain_note(self, node: "Node") -> str | None:
+        """A remark explain adds to the node's line (how a fused op runs), or None."""
+        return None
+
     def matrix_form(self, node: "Node", name_of) -> str | None:
         """``dY·Wᵀ``-style text when the node is a matrix expression; None otherwise."""
         return None

@@ -4,6 +4,6 @@ binding (:mod:`.blas`), the runtime its code calls (:mod:`.runtime`), and batch 
 for training loops (:mod:`.casting`)."""
 
 from graphc.backends.numpy import runtime
-from graphc.backends.numpy.lowering import emit_numpy as lower
+from graphc.backends.numpy.lowering import lower
 
 __all__ = ["lower", "runtime"]

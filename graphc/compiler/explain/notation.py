@@ -13,8 +13,6 @@ from graphc.compiler.explain.printing import index_latex, index_text
 from graphc.ops.node import letters_of
 from graphc.ops.symbolic import indexed, sympy_module
 
-SUM = "Σ"
-
 
 def safe(text: str) -> str:
     """A display name that cannot break a line of generated source (used in comments)."""
@@ -30,16 +28,6 @@ def expression(node, names=None):
     return node.op.expression(node, _name_of(names))
 
 
-def _sum_text(expr) -> str:
-    """Σ_{n,k} style for sympy Sums, the rest through the index printer."""
-    sp = sympy_module()
-    if isinstance(expr, sp.Sum):
-        letters = ",".join(str(lim[0]) for lim in expr.limits)
-        sub = letters if len(expr.limits) == 1 else "{" + letters + "}"
-        return f"{SUM}_{sub} {index_text(expr.function)}"
-    return index_text(expr)
-
-
 def lhs(node, names=None) -> str:
     name = _name_of(names)(node)
     letters = letters_of(node)
@@ -48,7 +36,7 @@ def lhs(node, names=None) -> str:
 
 def formula(node, names=None) -> str:
     """``name[idx] = rhs`` in Einstein notation with explicit sums."""
-    return f"{lhs(node, names)} = {_sum_text(expression(node, names))}"
+    return f"{lhs(node, names)} = {index_text(expression(node, names))}"
 
 
 def latex(node, names=None) -> str:

@@ -28,6 +28,14 @@ def _printers():
             parts = [f"{self._print(v)} if {self._print(c)}" for v, c in expr.args[:-1]]
             return "(" + " else ".join(parts + [self._print(expr.args[-1][0])]) + ")"
 
+        def _print_Sum(self, expr):  # (Σ_k body) inside a larger expression; see index_text
+            return f"({self.sum_text(expr)})"
+
+        def sum_text(self, expr):  # Σ_k body, Σ_{n,k} body
+            letters = ",".join(self._print(lim[0]) for lim in expr.limits)
+            sub = letters if len(expr.limits) == 1 else "{" + letters + "}"
+            return f"Σ_{sub} {self._print(expr.function)}"
+
         def _print_KroneckerDelta(self, expr):  # δ[a,i], as explain writes it elsewhere
             return f"δ[{','.join(self._print(a) for a in expr.args)}]"
 
@@ -44,7 +52,11 @@ def _printers():
 
 
 def index_text(expr) -> str:
-    return _printers().doprint(expr)
+    """Index notation; a sum is parenthesized unless it is the whole expression."""
+    printer = _printers()
+    if isinstance(expr, _sympy().Sum):
+        return printer.sum_text(expr)
+    return printer.doprint(expr)
 
 
 def index_latex(expr) -> str:

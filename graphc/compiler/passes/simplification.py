@@ -23,6 +23,7 @@ import math
 from collections import Counter
 from typing import Sequence
 
+from graphc.compiler.passes.rewrite import rewrite
 from graphc.compiler.walk import toposort, use_counts
 from graphc.ops.contraction import Contraction, Spec, contraction, letter_sizes
 from graphc.ops.elementwise import Elementwise, ElementwiseFn, make
@@ -36,15 +37,6 @@ def _clone(node: Node, inputs: Sequence[Node]) -> Node:
     return node.with_inputs(inputs)
 
 
-def _rewrite(outputs: Sequence[Node], visit) -> list[Node]:
-    """Rebuild bottom-up: ``visit(old, new_inputs)`` returns the replacement of ``old``."""
-    new: dict[int, Node] = {}
-    for node in toposort(outputs):
-        with node.graph.deriving(node.derived):  # what replaces a derived node is derived too
-            new[id(node)] = visit(node, [new[id(i)] for i in node.inputs])
-    return [new[id(o)] for o in outputs]
-
-
 def cse(outputs: Sequence[Node]) -> list[Node]:
     canon: dict = {}
 
@@ -56,7 +48,7 @@ def cse(outputs: Sequence[Node]) -> list[Node]:
             canon[key] = _clone(node, inputs)
         return canon[key]
 
-    return _rewrite(outputs, visit)
+    return rewrite(outputs, visit)
 
 
 def _is_permutation(node: Node) -> bool:
@@ -104,7 +96,7 @@ def fuse_contractions(outputs: Sequence[Node]) -> list[Node]:
             node.graph.set_origin(merged, *node.origin)
         return merged
 
-    return _rewrite(outputs, visit)
+    return rewrite(outputs, visit)
 
 
 def _scalar_factor(node: Node):
@@ -206,7 +198,7 @@ def fold_scalar_factors(outputs: Sequence[Node]) -> list[Node]:
             node.graph.set_origin(scaled, *node.origin)
         return scaled
 
-    return _rewrite(outputs, visit)
+    return rewrite(outputs, visit)
 
 
 def fuse_elementwise(outputs: Sequence[Node]) -> list[Node]:
@@ -248,7 +240,7 @@ def fuse_elementwise(outputs: Sequence[Node]) -> list[Node]:
             node.graph.set_origin(fused, *node.origin)
         return fused
 
-    return _rewrite(outputs, visit)
+    return rewrite(outputs, visit)
 
 
 def simplify(outputs: Sequence[Node], fuse: bool = True) -> list[Node]:
