@@ -449,109 +449,6 @@ class GemmOnly:
         pass
 
 
-# The seed's layer classes (shared/seed, "2. Autodiff ... layer 구현하기"), kept as written there:
-# int32 ReLU mask, np.dot, fresh arrays everywhere, dX computed for layer 1 too.  softmax and
-# cross_entropy_error are the seed's ``common.functions`` (max-shifted softmax; CE with +1e-7).
-def _seed_softmax(x):
-    x = x - np.max(x, axis=-1, keepdims=True)
-    return np.exp(x) / np.sum(np.exp(x), axis=-1, keepdims=True)
-
-
-def _seed_cross_entropy_error(y, t):
-    if y.ndim == 1:
-        t = t.reshape(1, t.size)
-        y = y.reshape(1, y.size)
-    if t.size == y.size:
-        t = t.argmax(axis=1)
-    batch_size = y.shape[0]
-    return -np.sum(np.log(y[np.arange(batch_size), t] + 1e-7)) / batch_size
-
-
-class SeedRelu:
-    def __init__(self):
-        self.mask = None
-
-    def forward(self, x):
-        self.mask = np.array(x > 0, dtype=np.int32)
-        return np.maximum(x, 0)
-
-    def backward(self, dout):
-        return dout * self.mask
-
-
-class SeedAffine:
-    def __init__(self, W, b):
-        self.W, self.b = W, b
-        self.X = self.dW = self.dX = self.db = None
-
-    def forward(self, X):
-        self.X = X
-        return np.dot(self.X, self.W) + self.b
-
-    def backward(self, dout):
-        self.dX = np.dot(dout, self.W.T)
-        if dout.ndim == 2:
-            self.dW = np.dot(self.X.T, dout)
-            self.db = np.sum(dout, axis=0)
-        else:
-            self.dW = np.dot(self.X.reshape(self.X.size, 1), dout.reshape(1, dout.size))
-            self.db = dout
-        return self.dX
-
-
-class SeedCEESoftmax:
-    def __init__(self):
-        self.y = self.t = self.loss = None
-
-    def forward(self, a, t):
-        self.t = t
-        self.y = _seed_softmax(a)
-        self.loss = _seed_cross_entropy_error(self.y, self.t)
-        return self.loss
-
-    def backward(self, dout=1.0):
-        batch_size = self.t.shape[0]
-        if self.y.size == self.t.size:  # one-hot: the branch every benchmark here uses
-            da = (self.y - self.t) / batch_size
-        else:
-            da = self.y.copy()
-            da[np.arange(batch_size), self.t] -= 1  # the seed wrote "= 1"; irrelevant with one-hot labels
-            da = da / batch_size
-        return da
-
-
-class SeedTwoLayerNet:
-    def __init__(self, params):
-        from collections import OrderedDict
-
-        self.params = params
-        self.layers = OrderedDict()
-        self.layers["Affine1"] = SeedAffine(params["W1"], params["b1"])
-        self.layers["Relu"] = SeedRelu()
-        self.layers["Affine2"] = SeedAffine(params["W2"], params["b2"])
-        self.last_layer = SeedCEESoftmax()
-
-    def predict(self, X):
-        for layer in self.layers.values():
-            X = layer.forward(X)
-        return X
-
-    def loss(self, X, t):
-        return self.last_layer.forward(self.predict(X), t)
-
-    def gradient(self, X, t):
-        self.loss(X, t)
-        dout = self.last_layer.backward(1)
-        layers = list(self.layers.values())
-        layers.reverse()
-        for layer in layers:
-            dout = layer.backward(dout)
-        grads = {}
-        grads["W1"], grads["b1"] = self.layers["Affine1"].dW, self.layers["Affine1"].db
-        grads["W2"], grads["b2"] = self.layers["Affine2"].dW, self.layers["Affine2"].db
-        return grads
-
-
 class SeedStep:
     """The seed's step: ``grad = network.gradient(x, t)`` then ``params[key] -= lr * grad[key]``.
 
@@ -563,7 +460,9 @@ class SeedStep:
     name = "seed-layers"
 
     def __init__(self, params, lr=0.1, batch=100):
-        self.net = SeedTwoLayerNet({k: np.array(v, copy=True) for k, v in params.items()})
+        from graphc import reference
+
+        self.net = reference.TwoLayerNet({k: np.array(v, copy=True) for k, v in params.items()})
         self.lr = lr
 
     def prepare(self, x, t):

@@ -66,15 +66,10 @@ class TrainResult:
 
 
 def _optimizer(config: TrainConfig):
-    from graphc.optim import Adam, Momentum, SGD
+    from graphc.optim import make_optimizer
 
-    if config.optimizer == "sgd":
-        return SGD(lr=config.lr)
-    if config.optimizer == "momentum":
-        return Momentum(lr=config.lr, momentum=config.momentum)
-    if config.optimizer == "adam":
-        return Adam(lr=config.lr)
-    raise GraphcError(f"unknown optimizer {config.optimizer!r}; choose sgd, momentum or adam")
+    hyper = {"lr": config.lr, **({"momentum": config.momentum} if config.optimizer == "momentum" else {})}
+    return make_optimizer(config.optimizer, **hyper)
 
 
 def _progress(total: int, enabled: bool):
