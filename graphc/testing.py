@@ -32,12 +32,13 @@ def numerical_grad(f, values: dict, name: str, eps: float) -> np.ndarray:
 
 
 def check_grads(output, wrt, values: Mapping, *, eps: float = 1e-6, rtol: float = 1e-6, atol: float = 1e-8,
-                seed=None) -> dict:
+                seed=None, lowering: str = "auto") -> dict:
     """Assert that ``grad(output, wrt)`` matches finite differences at ``values`` (float64).
 
     A non-scalar ``output`` is reduced with a fixed random projection first, so every
     entry of its Jacobian is exercised.  Returns ``{name: (symbolic, numeric)}``.
     Error measure: ``|sym - num| <= atol + rtol * max(max(|num|), 1)``, per variable.
+    ``lowering`` picks the backend both functions are compiled for (see :func:`graphc.compile`).
     """
     from graphc.compiler import compile, grad
     from graphc.ops.contraction import sum as total
@@ -65,8 +66,8 @@ def check_grads(output, wrt, values: Mapping, *, eps: float = 1e-6, rtol: float 
                 sizes.update({d: s for d, s in zip(leaf.shape, vals[leaf.name].shape) if isinstance(d, str)})
         vals[name] = rng.standard_normal(tuple(sizes.get(d, d) for d in output.shape))
     grads = grad(scalar, nodes)
-    fn = compile([scalar, *grads], name="check_grads")
-    value_fn = compile(scalar, name="check_grads_value")
+    fn = compile([scalar, *grads], name="check_grads", lowering=lowering)
+    value_fn = compile(scalar, name="check_grads_value", lowering=lowering)
     feed = {k: v for k, v in vals.items() if k in output.graph.leaves}
     symbolic = fn(feed)[1:]
     report = {}

@@ -17,12 +17,9 @@ other one every ``PROBE_EVERY`` calls, and takes the one whose cost per row over
 last three timings (the median, so that one call held up by an interrupt does not
 switch it) is lower.  Both write the same values.
 
-Measured on the 2-core development machine (a /tmp probe, not kept; medians over two
-minutes, 60,000 images in 2,000-row chunks, each read by a two-thread product): cores
-sharing a cache, 26.3 ms all straight in and 28.1 ms with the other thread's half
-through the block; not sharing one, 40.8 against 32.8 ms.  A 100-row batch read by
-the training step's two big products: 51.5 µs gathered and cast straight in, 22.5 µs
-through the block, when the cores did not share a cache.
+Neither fixed way is cheaper in both states; timing both keeps the caster near the
+cheaper one in each, as ``benchmarks/README.md`` shows (whole training runs and casting
+probes in both machine states).
 """
 
 from __future__ import annotations

@@ -32,7 +32,7 @@ class NpRowSoftmax:
     * row sums are a matrix-vector product with a ones vector (BLAS), not ``add.reduce``
       over a short last axis, which numpy loops over row by row;
     * for a matrix with few columns, the row maximum is taken over a transposed copy,
-      whose reduction runs over contiguous rows (3x faster for 100 x 10 logits).
+      whose reduction runs over contiguous rows.
 
     ufunc methods are called with positional arguments: their keyword parsing costs
     as much as the work on arrays this small.
@@ -63,8 +63,8 @@ class NpRowSoftmax:
         """softmax(a) into ``y`` without the shift, when that is safe; returns the row sums, or None.
 
         For narrow logits the shift costs more than the rest of the softmax together (a
-        transposed copy, a reduction, a broadcast subtraction: 2.7 us of 7.2 for 100 x 10,
-        9 us of 22 for 1,000 x 10).  One reduction shows when exp cannot overflow; the row
+        transposed copy, a reduction, a broadcast subtraction; benchmarks/README.md has the
+        figures).  One reduction shows when exp cannot overflow; the row
         sums, checked after, when no row underflowed.  Otherwise the caller shifts.
         """
         np = self.np
@@ -155,7 +155,7 @@ FILL_LIMIT = 1 << 20
 
 def filled(shape: tuple, value, dtype):
     """``value`` as a read-only array of ``shape`` (numpy's maximum/minimum are SIMD only
-    between two full arrays: 15 us against a 0-d zero, 3 us against zeros, for 1000 x 50),
+    between two full arrays, several times faster than against a 0-d scalar),
     or as a 0-d array for shapes above FILL_LIMIT elements."""
     import math
 
@@ -176,7 +176,7 @@ def _class_indices(classes: int):
 
 
 def np_one_hot(labels, out):
-    """One comparison against 0..C-1 written straight into ``out`` (4x faster than fill + put)."""
+    """One comparison against 0..C-1 written straight into ``out`` (cheaper than fill + put)."""
     import numpy as np
 
     np_check_labels(labels, out.shape[-1])

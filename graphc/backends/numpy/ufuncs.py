@@ -138,7 +138,7 @@ class UfuncLowering:
         elif isinstance(e, (sp.Max, sp.Min)):
             fn = "maximum" if isinstance(e, sp.Max) else "minimum"
             # numpy's SIMD maximum/minimum loops need two full arrays: against a scalar they run
-            # 5x slower, so a static scalar operand becomes a filled array (``fill``).
+            # several times slower, so a static scalar operand becomes a filled array (``fill``).
             args = [self.fill(self._literal(a)) if self._is_static(a) else self._operand(a, temps) for a in e.args]
             self._emit(f"xp.{fn}({args[0]}, {args[1]}, out={dest})", dest)
             for a in args[2:]:
