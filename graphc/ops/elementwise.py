@@ -14,6 +14,7 @@ sympy is imported on first use, not at ``import graphc``.
 from __future__ import annotations
 
 import functools
+import inspect
 import itertools
 from typing import Callable, Sequence
 
@@ -301,8 +302,6 @@ def elementwise(name: str, build: Callable, arity: int | None = None, **kw) -> E
     >>> # softplus(node) is now a graph op with a derived gradient.
     """
     if arity is None:
-        import inspect
-
         # Operands are the parameters without defaults (``lambda x, k=2: x**k`` takes one).
         arity = sum(1 for p in inspect.signature(build).parameters.values()
                     if p.default is p.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD))

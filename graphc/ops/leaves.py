@@ -18,7 +18,7 @@ from graphc.errors import GraphError, SerializationError
 from graphc.ops.indices import Dim
 from graphc.ops.node import Node, Op
 from graphc.ops.registry import saved_as
-from graphc.ops.symbolic import sympy_module
+from graphc.ops.symbolic import indexed, sympy_module
 
 
 class Input(Op):
@@ -194,8 +194,6 @@ def is_constant(node: Node, value: float | None = None) -> bool:
 def operand_symbol(node: Node, letters: str, name_of):
     """How an operand appears inside another node's expression: a constant by its value,
     a dim size as ``|n|``, a δ by its indices, anything else as ``name[letters]``."""
-    from graphc.ops.symbolic import indexed
-
     sp = sympy_module()
     op = node.op
     if isinstance(op, Constant):

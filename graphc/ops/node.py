@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 from graphc.errors import GraphError
 from graphc.ops.indices import format_shape, letters_for, out_letters
+from graphc.ops.symbolic import sympy_module
 
 if TYPE_CHECKING:
     from graphc.ops.graph import Graph
@@ -74,8 +75,6 @@ class Op:
 
     def expression(self, node: "Node", name_of):
         """The sympy right-hand side of ``node`` (``name_of(n)`` gives an operand's display name)."""
-        from graphc.ops.symbolic import sympy_module
-
         sp = sympy_module()
         return sp.Function(self.kind_name)(*[sp.Symbol(name_of(i)) for i in node.inputs])
 
