@@ -211,21 +211,10 @@ class _Codec:
     error = SerializationError
     builtin_fns = staticmethod(_builtin_fns)
 
-    @staticmethod
-    def dim(d, where):
-        return _dim(d, where)
-
-    @staticmethod
-    def str(v, what):
-        return _str(v, what)
-
-    @staticmethod
-    def list(v, what):
-        return _list(v, what)
-
-    @staticmethod
-    def letters(v, what):
-        return _letters(v, what)
+    dim = staticmethod(_dim)
+    str = staticmethod(_str)
+    list = staticmethod(_list)
+    letters = staticmethod(_letters)
 
 
 CODEC = _Codec()
