@@ -1,25 +1,27 @@
 """The numpy lowering: the program of :mod:`graphc.backends.array_api`, with planned buffers.
 
-Everything is decided here, once: every intermediate gets a buffer allocated
-when the function is specialised for its dims (``build``), buffers are reused
-once their value is dead, every call writes with ``out=``, elementwise
-expressions become ufunc sequences (in place into a dying operand where that is
-safe), two-operand contractions that are matrix products call ``xp.matmul`` on
-transposed views (no transpose is materialised, results are C-ordered), other
-contractions follow opt_einsum's path pair by pair (``pairwise.NpContraction``:
-matrix-product pairs as ``np.dot`` into buffers made once), softmax cross-entropy
-computes the softmax its gradient needs in the same pass, and parameter updates
-are written straight into the parameter arrays after their last read.  Two
-patterns around a matrix product become one BLAS gemm with β ≠ 0 (``blas.py``):
-an update ``W ← β·W + α·A·B`` and a result ``α·A·B + b`` (a bias add), also
-inside an elementwise function ``f(α·A·B + b)`` (a layer's activation), which
-then runs in place on the gemm's result.  The step that runs thousands of times
-then allocates only its returned arrays.
+It reads in three steps, each decided once, when the function is compiled:
+
+1. **rewrites and schedule** -- :mod:`.fusions` turns gemm updates, bias/activation
+   epilogues and the softmax beside its loss into explicit fused nodes; the
+   :class:`~graphc.compiler.codegen.schedule.Schedule` orders the nodes (updates last)
+   and says when each value is read for the last time;
+2. **buffer plan** -- :class:`~.buffers.BufferPlan` gives every intermediate a buffer
+   allocated in ``build`` (once per set of dims) and reuses it once its value is dead;
+   an elementwise result may take over a dying operand's buffer, and an update may be
+   written straight into its parameter, where nothing reads the old value afterwards;
+3. **emission** -- each node's op's rule for ``"numpy"`` writes its statements, all with
+   ``out=``: elementwise expressions as ufunc sequences (:mod:`.ufuncs`), matrix products
+   as ``dot`` on transposed views, other contractions along opt_einsum's path pair by
+   pair (:mod:`.pairwise`), fused gemms as one BLAS call with β ≠ 0 (:mod:`.blas`).
+
+The step that runs thousands of times then allocates only its returned arrays.
 """
 
 from __future__ import annotations
 
 from graphc.backends.numpy import fusions
+from graphc.backends.numpy.buffers import BufferPlan
 from graphc.backends.numpy.pairwise import gemm
 from graphc.backends.numpy.ufuncs import Conflict, UfuncLowering
 from graphc.compiler.codegen.program import Kernel, Program, assemble, deferred_updates, signature, view, view_base
@@ -38,34 +40,6 @@ from graphc.ops.symbolic import sympy_module as _sympy
 BACKEND = "numpy"
 
 
-
-class _Buffers:
-    """Buffers by (shape, kind): allocation in build, a free pool, and per-buffer reference counts."""
-
-    def __init__(self, shape_code):
-        self.shape_code = shape_code
-        self.decls: list[str] = []
-        self.free: dict[tuple, list[str]] = {}
-        self.refs: dict[str, int] = {}
-        self.key: dict[str, tuple] = {}
-
-    def take(self, shape, kind: str) -> str:
-        key = (tuple(shape), kind)
-        pool = self.free.get(key)
-        if pool:
-            name = pool.pop()
-        else:
-            name = f"b{len(self.decls)}"
-            dtype = "bool" if kind == "bool" else "dtype"
-            self.decls.append(f"    {name} = xp.empty({self.shape_code(shape)}, dtype={dtype})")
-            self.key[name] = key
-        self.refs[name] = 0
-        return name
-
-    def give_back(self, name: str) -> None:
-        self.free.setdefault(self.key[name], []).append(name)
-
-
 def lower(outputs: list[Node], name: str = "graph", updates: list | None = None,
           check_numerics: bool = False, fuse: bool = True) -> Program:
     """The numpy program for ``outputs`` (and in-place ``updates``): this backend's rewrites
@@ -75,12 +49,13 @@ def lower(outputs: list[Node], name: str = "graph", updates: list | None = None,
 
 
 class NumpyLowering:
-    """One pass over the nodes in order, choosing a destination for each value and emitting its code.
+    """One pass over the scheduled nodes, placing each value in the buffer plan and emitting
+    its code through its op's rule (rules call back into the methods here).
 
-    The state a reader needs to follow: ``var`` (the code name of each node's value),
-    ``owner`` (the planned buffer that holds it, if any) and ``bufs.refs`` (how many live
-    values a buffer holds: a value and its views).  A buffer returns to the pool when its
-    last holder has been read for the last time (``last_use``).  Writing into a buffer or a
+    The state a reader needs to follow: ``var`` (the code name of each node's value) and
+    ``bufs`` (the :class:`~.buffers.BufferPlan`: which buffer holds each value, how many live
+    values each buffer holds).  A buffer returns to the pool when its last holder has been
+    read for the last time (``last_use``).  Writing into a buffer or a
     parameter in place is allowed only where nothing reads the old value afterwards:
     ``_update_in_place`` and ``_into_dying_operand`` check that, and ``UfuncLowering``
     raises Conflict if the expression itself would read it after the write.
@@ -96,8 +71,8 @@ class NumpyLowering:
         self.out_ids, self.kept = schedule.out_ids, schedule.kept
         self.args, self.dims, self.dim_code, self.shape_code = signature(self.order)
         self.var: dict[int, str] = {id(a): f"a{k}" for k, a in enumerate(self.args)}
-        self.owner: dict[int, str | None] = {}
-        self.bufs = _Buffers(self.shape_code)
+        self.bufs = BufferPlan(self.shape_code)
+        self.owner = self.bufs.owner
         self.consts: list[str] = []
         self.ones_vectors: dict[str, str] = {}
         self.hoisted: dict[str, str] = {}
@@ -110,9 +85,7 @@ class NumpyLowering:
 
     # -- destinations ---------------------------------------------------------------------
     def claim(self, node: Node, buf: str | None) -> None:
-        self.owner[id(node)] = buf
-        if buf is not None:
-            self.bufs.refs[buf] += 1
+        self.bufs.claim(node, buf)
 
     def fresh_var(self, node: Node) -> str:
         """A variable for an array made by this very call (returned as it is)."""
@@ -244,10 +217,8 @@ class NumpyLowering:
                 code = self.ufuncs(node, buf, s)
             except Conflict:
                 continue
-            self.owner[id(i)] = None  # the buffer passes to this node
+            self.bufs.hand_over(i, node)  # the buffer passes to this node
             self.var[id(node)] = buf
-            self.claim(node, buf)
-            self.bufs.refs[buf] = 1
             return code
         return None
 
@@ -388,12 +359,7 @@ class NumpyLowering:
         k = self.position[id(node)] if at is None else at
         for i in set(map(id, node.inputs)):
             if self.last_use.get(i) == k and i not in self.kept:
-                buf = self.owner.get(i)
-                if buf is not None:
-                    self.bufs.refs[buf] -= 1
-                    if self.bufs.refs[buf] == 0:
-                        self.bufs.give_back(buf)
-                    self.owner[i] = None
+                self.bufs.release(i)
 
     def program(self) -> Program:
         for node in self.order:
