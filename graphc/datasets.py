@@ -23,6 +23,7 @@ import numpy as np
 import numpy.typing as npt
 
 from graphc.errors import DataError
+from graphc.serialize.files import open_regular_file
 
 __all__ = ["MIRRORS", "MNIST_FILES", "load_mnist", "read_idx", "verify_mnist"]
 
@@ -61,7 +62,7 @@ def _read_idx(path: Path, max_bytes: int = MAX_BYTES, expect: int | None = None)
     """As read_idx; ``expect`` rejects any other magic number before reading the payload."""
     gz = path.name.endswith(".gz")
     try:
-        with open(path, "rb") as raw:
+        with open_regular_file(path, DataError, "IDX file") as raw:
             gz = gz or raw.read(2) == b"\x1f\x8b"
             raw.seek(0)
             if not gz:
@@ -130,7 +131,7 @@ def _parse(path: Path, stream: IO[bytes], file_size: int | None, max_bytes: int,
 
 def _sha256(path: Path) -> str:
     digest = hashlib.sha256()
-    with open(path, "rb") as f:
+    with open_regular_file(path, DataError, "MNIST file") as f:
         for block in iter(lambda: f.read(_CHUNK), b""):
             digest.update(block)
     return digest.hexdigest()

@@ -43,7 +43,7 @@ class Op:
       ordinary IR nodes, so the backward graph can be differentiated again;
     * ``expression(node, name_of)`` is the node's right-hand side in index notation, a sympy
       expression (text and LaTeX are printed from it); ``matrix_form`` the matrix form, if any;
-    * ``fields()`` and ``from_fields(...)`` are the op's part of the graph file format;
+    * ``fields(codec)`` and the classmethod ``load(...)`` are the op's part of the graph file format;
     * lowering rules per backend are registered with :func:`graphc.ops.registry.lowering`.
     """
 

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import json
 import zipfile
+import zlib
 from typing import Any
 
 import numpy as np
 
 from graphc.errors import SerializationError
 from graphc.serialize.atomic import atomic_write
+from graphc.serialize.files import open_regular_file
 
 META_KEY = "__meta__"
 
@@ -51,31 +53,73 @@ def save_arrays(path, arrays: dict, *, meta: dict | None = None, compress: bool 
     atomic_write(path, write)
 
 
+#: the most bytes ``load_arrays`` reads out of one archive, all members together
+MAX_BYTES = 1 << 34
+
+
+def _read_member(z: zipfile.ZipFile, info: zipfile.ZipInfo, where: str, key: str, budget: int) -> np.ndarray:
+    """One ``.npy`` member, its header checked against the member's size before any array is made."""
+    with z.open(info) as member:
+        try:
+            version = np.lib.format.read_magic(member)
+            readers = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+            if version not in readers:
+                raise ValueError(f".npy format version {version} is not read here")
+            shape, fortran, dtype = readers[version](member, max_header_size=10000)
+        except (ValueError, EOFError, OSError, SyntaxError, TypeError) as e:
+            raise SerializationError(f"{where}: not a plain .npy array ({e})") from None
+        if dtype.hasobject:  # refused before anything could be unpickled
+            raise SerializationError(f"{where}: array {key!r} cannot be loaded safely: it holds Python objects "
+                                     f"(dtype {dtype}), which load only through pickle")
+        count = 1
+        for n in shape:
+            count *= n
+        needed = count * dtype.itemsize
+        data = info.file_size - member.tell()
+        if needed != data:
+            raise SerializationError(f"{where}: the header promises {needed} bytes of {dtype} {shape}, "
+                                     f"but the member holds {data}")
+        if needed > budget:
+            raise SerializationError(f"{where}: {needed} bytes would pass the reader's limit of {MAX_BYTES} bytes")
+        raw = bytearray(needed)  # writeable, so the array needs no copy
+        got = member.readinto(raw)
+        if got != needed or member.read(1):
+            raise SerializationError(f"{where}: damaged: the data do not match the header's {needed} bytes")
+    return np.frombuffer(raw, dtype=dtype).reshape(shape, order="F" if fortran else "C")
+
+
 def load_arrays(path) -> tuple[dict, Any]:
     """Read ``save_arrays``' archive (a path or an open binary file): ``(arrays, meta)``; never unpickles.
 
-    ``meta`` is None when none was saved.  A file that is not an ``.npz`` archive, or holds
-    an object (pickled) array, raises :class:`SerializationError`.
+    ``meta`` is None when none was saved.  A file that is not an ``.npz`` archive, holds an
+    object (pickled) array, or whose members' headers promise other sizes than the members
+    hold raises :class:`SerializationError`, before any array is allocated; so do paths that
+    are not regular files.  At most ``MAX_BYTES`` are read.
     """
-    f = path if hasattr(path, "read") else open(path, "rb")
+    f = path if hasattr(path, "read") else open_regular_file(path, SerializationError, ".npz archive")
+    arrays = {}
     try:
         try:
-            archive = np.load(f, allow_pickle=False)
-        except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
+            if f.read(6) == b"\x93NUMPY":
+                raise SerializationError(f"{path!r} holds a single .npy array, not an .npz archive")
+            f.seek(0)
+            z = zipfile.ZipFile(f)
+        except (zipfile.BadZipFile, OSError, EOFError, ValueError) as e:
             raise SerializationError(f"{path!r} is not an .npz archive of plain arrays: {e}") from None
-        if not isinstance(archive, np.lib.npyio.NpzFile):
-            raise SerializationError(f"{path!r} holds a single .npy array, not an .npz archive")
-        arrays = {}
-        with archive:
-            for key in archive.files:
+        with z:
+            budget = MAX_BYTES
+            for info in z.infolist():
+                where = f"{path!r}: member {info.filename!r}"
+                if not info.filename.endswith(".npy") or info.is_dir():
+                    raise SerializationError(f"{where} is not an .npy array")
+                key = info.filename[:-4]
+                if key in arrays:
+                    raise SerializationError(f"{where} appears twice")
                 try:
-                    arrays[key] = archive[key]
-                    if not isinstance(arrays[key], np.ndarray):  # numpy hands other members over as bytes
-                        raise SerializationError(f"{path!r}: member {key!r} is not an .npy array")
-                except ValueError as e:  # object arrays: numpy refuses before unpickling anything
-                    raise SerializationError(f"{path!r}: array {key!r} cannot be loaded safely: {e}") from None
-                except (OSError, EOFError, zipfile.BadZipFile) as e:
-                    raise SerializationError(f"{path!r}: array {key!r} is damaged: {e}") from None
+                    arrays[key] = _read_member(z, info, where, key, budget)
+                except (zipfile.BadZipFile, OSError, EOFError, zlib.error, NotImplementedError, RuntimeError) as e:
+                    raise SerializationError(f"{where} is damaged: {e}") from None
+                budget -= arrays[key].nbytes
     finally:
         if f is not path:
             f.close()

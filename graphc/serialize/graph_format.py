@@ -65,6 +65,7 @@ from graphc.ops.leaves import Input, Param
 from graphc.ops.node import KINDS, Node
 from graphc.ops.registry import FILE_OPS
 from graphc.serialize.atomic import atomic_write
+from graphc.serialize.files import open_regular_file
 from graphc.serialize.expressions import _short, expr_from_json, expr_to_json
 
 FORMAT, VERSION = "graphc-graph", 1
@@ -317,7 +318,7 @@ def load_graph(path_or_file) -> tuple[Graph, list[Node]]:
     if hasattr(path_or_file, "read"):
         raw = path_or_file.read(MAX_BYTES + 1)
     else:
-        with open(path_or_file, "rb") as f:
+        with open_regular_file(path_or_file, SerializationError, "graph file", MAX_BYTES) as f:
             raw = f.read(MAX_BYTES + 1)
     if len(raw) > MAX_BYTES:
         raise SerializationError(f"graph file is larger than {MAX_BYTES} bytes; refusing to read it")
