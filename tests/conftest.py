@@ -14,6 +14,15 @@ graphs and draw values:
 
 Symbolic dims in shapes (``"n"``, ``"m"``, ``"b"``) are bound to the sizes in ``DIMS``.
 The helpers are session-scoped (stateless functions), so hypothesis tests can use them.
+
+Other fixtures:
+
+* ``generated_only``: asserts that a compiled source is valid Python whose identifiers
+  are all generated (no user name reaches code).
+* ``affine``: ``Y = x·W + b`` with a squared loss and its gradients wrt x, W, b.
+* ``no_blas``: ``GRAPHC_BLAS=0`` for one test, so every gemm takes numpy's path.
+
+Plain helper functions shared by several test modules are in ``tests/helpers.py``.
 """
 
 from __future__ import annotations
@@ -111,3 +120,26 @@ def check():
 @pytest.fixture(scope="session")
 def generated_only():
     return assert_generated_only
+
+
+@pytest.fixture
+def affine():
+    """Y = x·W + b with a squared loss; gradients wrt x, W, b: ``(g, (x, W, b), loss, (dx, dW, db))``."""
+    g = gc.Graph("affine")
+    x, W, b = g.input("x", ("n", 3)), g.param("W", (3, 2)), g.param("b", (2,))
+    Y = (x @ W + b).rename("Y")
+    loss = (Y**2).sum().rename("L")
+    dx, dW, db = gc.grad(loss, [x, W, b])
+    return g, (x, W, b), loss, (dx, dW, db)
+
+
+@pytest.fixture
+def no_blas(monkeypatch):
+    """``GRAPHC_BLAS=0`` for this test: no BLAS gemm is found, every gemm takes numpy's path."""
+    from graphc.backends.numpy import blas
+
+    monkeypatch.setenv("GRAPHC_BLAS", "0")
+    blas.gemm_function.cache_clear()  # the lookup is cached: forget the one made with BLAS
+    yield
+    monkeypatch.delenv("GRAPHC_BLAS")
+    blas.gemm_function.cache_clear()

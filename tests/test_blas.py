@@ -1,4 +1,10 @@
-"""The accumulating product ``c ← α·op(a)·op(b) + β·c`` (numpy's BLAS through ctypes) and its fallback."""
+"""The accumulating product ``c ← α·op(a)·op(b) + β·c`` (numpy's BLAS through ctypes) and its
+fallback: values for every orientation, α, β and layout; the per-operand layout cache and the
+pointers it passes (also through compiled functions: arrays mutated in place, new arrays at a
+freed address, misaligned buffers); BLAS switched off or missing.
+"""
+
+import warnings
 
 import numpy as np
 import pytest
@@ -6,6 +12,7 @@ import pytest
 import graphc as gc
 from graphc.backends.numpy import blas
 from graphc.backends.numpy.blas import GemmAccumulate
+from helpers import assert_agree, epilogue_gemms, stored_as
 
 
 def _reference(a, b, c, ta, tb, alpha, beta):
@@ -13,25 +20,17 @@ def _reference(a, b, c, ta, tb, alpha, beta):
 
 
 def _operands(rng, m, n, k, ta, tb, dtype, layout):
-    """a, b stored so that op(a) is (m, k) and op(b) is (k, n); ``layout`` says how they are stored."""
+    """a, b stored so that op(a) is (m, k) and op(b) is (k, n); ``layout`` (helpers.LAYOUTS) says how."""
     def stored(rows, cols, transposed):
         shape = (cols, rows) if transposed else (rows, cols)
-        x = rng.standard_normal(shape).astype(dtype)
-        if layout == "fortran":
-            x = np.asfortranarray(x)
-        elif layout == "strided":  # every other column: BLAS cannot read it, numpy's path runs
-            wide = rng.standard_normal((shape[0], 2 * shape[1])).astype(dtype)
-            x = wide[:, ::2]
-        elif layout == "padded":  # rows of a larger array: a leading dimension > the width
-            x = rng.standard_normal((shape[0], shape[1] + 3)).astype(dtype)[:, : shape[1]]
-        return x
+        return stored_as(rng.standard_normal(shape).astype(dtype), layout)
     return stored(m, k, ta), stored(k, n, tb)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("ta,tb", [(False, False), (True, False), (False, True), (True, True)])
 @pytest.mark.parametrize("alpha,beta", [(-1.0, 1.0), (1.0, 0.0), (-0.5, 0.9), (2.0, -1.0)])
-@pytest.mark.parametrize("layout", ["c", "fortran", "strided", "padded"])
+@pytest.mark.parametrize("layout", ["C", "F", "strided", "padded"])  # strided: numpy's path runs
 def test_gemm_accumulate_matches_numpy(dtype, ta, tb, alpha, beta, layout):
     rng = np.random.default_rng(7)
     m, n, k = 7, 5, 6
@@ -41,7 +40,7 @@ def test_gemm_accumulate_matches_numpy(dtype, ta, tb, alpha, beta, layout):
     g = GemmAccumulate(dtype, ta, tb, alpha, beta, (m, n))
     g(a, b, c)
     np.testing.assert_allclose(c, want, rtol=1e-5 if dtype == np.float32 else 1e-12, atol=1e-5 if dtype == np.float32 else 1e-12)
-    if layout in ("c", "fortran", "padded") and g.uses_blas:
+    if layout in ("C", "F", "padded") and g.uses_blas:
         assert g.call is not None  # these layouts went to BLAS, not the fallback
 
 
@@ -148,14 +147,8 @@ def test_gemm_accumulate_without_blas(monkeypatch):
     np.testing.assert_allclose(c, want, rtol=1e-5)
 
 
-def test_blas_can_be_switched_off(monkeypatch):
-    monkeypatch.setenv("GRAPHC_BLAS", "0")
-    blas.gemm_function.cache_clear()
-    try:
-        assert blas.gemm_function(np.float32) is None
-    finally:
-        monkeypatch.delenv("GRAPHC_BLAS")
-        blas.gemm_function.cache_clear()
+def test_blas_can_be_switched_off(no_blas):
+    assert blas.gemm_function(np.float32) is None
 
 
 def test_numpys_own_blas_is_found_with_the_pypi_wheels():
@@ -168,42 +161,60 @@ def test_numpys_own_blas_is_found_with_the_pypi_wheels():
     assert blas.gemm_function(np.float32) is not None and blas.gemm_function(np.float64) is not None
 
 
-def _step_both_ways(updates_of, shapes, seed=0):
-    """Run one compiled update with both lowerings (fresh copies) and return both results."""
-    rng = np.random.default_rng(seed)
-    values = {k: rng.standard_normal(s) for k, s in shapes.items()}
-    results = []
-    for lowering in ("auto", "array_api"):
-        g = gc.Graph("update")
-        leaves = {k: g.param(k, s) for k, s in shapes.items()}
-        out, updates = updates_of(leaves)
-        fn = gc.compile(out, updates=updates, lowering=lowering)
-        feed = {k: v.copy() for k, v in values.items()}
-        got = fn(**feed)
-        results.append((got, feed, fn.source))
-    return results
+# -- the layout cache through compiled functions --------------------------------------------------
+@pytest.mark.xfail(strict=True, reason=(
+    "left as it is, and said in GemmAccumulate's docstring: an operand's cached (pointer, flag, ld) is reused "
+    "while the same array object comes back, so an array whose strides are reassigned in place (the deprecated "
+    "ndarray.strides setter) keeps its old layout; checking strides on every call would cost the hot path"))
+def test_an_operand_whose_strides_change_in_place_is_read_again():
+    rng = np.random.default_rng(0)
+    g = gc.Graph("strides")
+    x, W, b = g.input("x", (4, 4)), g.param("W", (4, 3)), g.param("b", (3,))
+    fn = gc.compile(gc.matmul(x, W) + b)  # returned: a new result array each call, so _rebind runs
+    assert epilogue_gemms(fn)
+    a, Wv, bv = rng.standard_normal((4, 4)), rng.standard_normal((4, 3)), rng.standard_normal(3)
+    np.testing.assert_allclose(fn(x=a, W=Wv, b=bv), a @ Wv + bv, rtol=1e-12)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            a.strides = (a.itemsize, 4 * a.itemsize)  # the same object now holds aᵀ
+        except (AttributeError, TypeError, DeprecationWarning):  # pragma: no cover - setter removed
+            pytest.skip("this numpy cannot set strides in place")
+    np.testing.assert_allclose(fn(x=a, W=Wv, b=bv), a @ Wv + bv, rtol=1e-12)
 
 
-@pytest.mark.parametrize("case", ["reads_itself", "product_returned", "operand_updated_too", "plain"])
-def test_fused_updates_agree_with_the_array_api_lowering(case):
-    shapes = {"W": (4, 4), "X": (4, 4), "V": (4, 4)}
+def test_same_array_mutated_in_place_and_a_new_array_at_a_freed_address():
+    rng = np.random.default_rng(2)
+    g = gc.Graph("same")
+    x, W, b = g.input("x", ("n", 8)), g.param("W", (8, 6)), g.param("b", (6,))
+    z = gc.matmul(x, W) * 0.25 + b
+    for outputs in ([z], [gc.relu(z), gc.sum(z * z)]):
+        fn, ref = gc.compile(outputs), gc.compile(outputs, lowering="array_api")
+        xv, Wv, bv = rng.standard_normal((5, 8)), rng.standard_normal((8, 6)), rng.standard_normal(6)
+        for _ in range(3):  # the same objects, new values written into them
+            xv[...], Wv[...], bv[...] = rng.standard_normal((5, 8)), rng.standard_normal((8, 6)), rng.standard_normal(6)
+            assert_agree(fn(x=xv, W=Wv, b=bv), ref(x=xv.copy(), W=Wv.copy(), b=bv.copy()))
+        for make in (np.asfortranarray, np.ascontiguousarray, lambda a: stored_as(a, "padded"), np.asfortranarray):
+            del xv  # freed: the next array may get its address, with another layout
+            xv = make(rng.standard_normal((5, 8)))
+            assert_agree(fn(x=xv, W=Wv, b=bv), ref(x=np.array(xv), W=Wv.copy(), b=bv.copy()))
 
-    def updates_of(p):
-        W, X, V = p["W"], p["X"], p["V"]
-        if case == "reads_itself":  # W ← W - 0.1·W·X: the product reads the target
-            prod = gc.matmul(W, X)
-            return gc.sum(W), {W: W - 0.1 * prod}
-        if case == "product_returned":  # the product is also an output: it must exist
-            prod = gc.matmul(X, V)
-            return prod, {W: W - prod}
-        if case == "operand_updated_too":  # X is updated as well: the product must read the old X
-            prod = gc.matmul(X, V)
-            return gc.sum(W), {W: W - prod, X: X * 2.0}
-        prod = gc.matmul(X.T, V)
-        return gc.sum(W), {W: 0.9 * W - 0.5 * prod}
 
-    (fast, fast_feed, source), (generic, generic_feed, _) = _step_both_ways(updates_of, shapes)
-    np.testing.assert_allclose(fast, generic, rtol=1e-12)
-    for k in shapes:
-        np.testing.assert_allclose(fast_feed[k], generic_feed[k], rtol=1e-12, atol=1e-14)
-    assert ("GemmAccumulate" in source) == (case == "plain")
+def test_unaligned_operands():
+    """Arrays over a byte buffer at an odd offset: BLAS is given a misaligned pointer."""
+    rng = np.random.default_rng(10)
+    g = gc.Graph("unaligned")
+    x, W, b = g.input("x", ("n", 64)), g.param("W", (64, 32)), g.param("b", (32,))
+    z = gc.matmul(x, W) + b
+    fn = gc.compile([z, gc.relu(z)])
+
+    def unaligned(a, offset):
+        buf = bytearray(a.nbytes + offset)
+        out = np.frombuffer(buf, dtype=a.dtype, offset=offset, count=a.size).reshape(a.shape)
+        out[...] = a
+        return out
+
+    for dtype in (np.float64, np.float32):
+        xv, Wv, bv = (rng.standard_normal(s).astype(dtype) for s in ((50, 64), (64, 32), (32,)))
+        got = fn(x=unaligned(xv, 1), W=unaligned(Wv, 2), b=unaligned(bv, 3))
+        assert_agree(got, fn(x=xv, W=Wv, b=bv), dtype)

@@ -12,38 +12,29 @@ import pytest
 
 from graphc.errors import GraphcError
 from graphc.serialize import load_arrays
-from graphc.train import TrainConfig, train_mnist
+from graphc.train import train_mnist
+from helpers import checkpoint_config, small_mnist
 
+# A training run in another process, checkpointing every iteration (argv: out, iters, tests/).
 CHILD = textwrap.dedent("""
     import sys
-    import numpy as np
     sys.path.insert(0, sys.argv[3])
-    from test_checkpoint import synthetic, config
+    from helpers import checkpoint_config, small_mnist
     from graphc.train import train_mnist
-    train_mnist(config(sys.argv[1], int(sys.argv[2]), checkpoint_every=1), log=lambda s: None, data=synthetic())
+    train_mnist(checkpoint_config(sys.argv[1], int(sys.argv[2]), checkpoint_every=1), log=lambda s: None,
+                data=small_mnist())
 """)
-
-
-def synthetic():
-    """A small MNIST-shaped problem, the same in every process."""
-    rng = np.random.default_rng(123)
-    x = rng.random((600, 784), dtype=np.float32)
-    t = np.eye(10, dtype=np.float32)[rng.integers(0, 10, 600)]
-    return (x, t), (x[:200], t[:200])
-
-
-def config(out, iters, checkpoint_every=0, optimizer="momentum"):
-    return TrainConfig(iters=iters, batch_size=20, lr=0.05, optimizer=optimizer, seed=7, out=str(out),
-                       checkpoint_every=checkpoint_every, resume=True, progress=False, plot=False, eval_chunk=128)
 
 
 @pytest.mark.parametrize("optimizer", ["sgd", "momentum", "adam"])
 def test_resume_reproduces_an_uninterrupted_run(tmp_path, optimizer):
-    whole = train_mnist(config(tmp_path / "whole", 90, optimizer=optimizer), log=lambda s: None, data=synthetic())
+    whole = train_mnist(checkpoint_config(tmp_path / "whole", 90, optimizer=optimizer), log=lambda s: None,
+                        data=small_mnist())
     part = tmp_path / "part"
-    train_mnist(config(part, 40, checkpoint_every=20, optimizer=optimizer), log=lambda s: None, data=synthetic())
-    resumed = train_mnist(config(part, 90, checkpoint_every=20, optimizer=optimizer), log=lambda s: None,
-                          data=synthetic())
+    train_mnist(checkpoint_config(part, 40, checkpoint_every=20, optimizer=optimizer), log=lambda s: None,
+                data=small_mnist())
+    resumed = train_mnist(checkpoint_config(part, 90, checkpoint_every=20, optimizer=optimizer), log=lambda s: None,
+                          data=small_mnist())
     for k in whole.params:
         assert np.array_equal(whole.params[k], resumed.params[k]), k
     assert whole.history["loss"] == resumed.history["loss"]
@@ -67,15 +58,15 @@ def test_sigkill_while_checkpointing_loses_nothing(tmp_path):
     # The file is always whole: the old one or the new one, never half-written.
     arrays, meta = load_arrays(checkpoint)
     assert 0 < meta["iteration"] < total and len(arrays["history/loss"]) == meta["iteration"]
-    resumed = train_mnist(config(out, total, checkpoint_every=500), log=lambda s: None, data=synthetic())
-    whole = train_mnist(config(tmp_path / "whole", total), log=lambda s: None, data=synthetic())
+    resumed = train_mnist(checkpoint_config(out, total, checkpoint_every=500), log=lambda s: None, data=small_mnist())
+    whole = train_mnist(checkpoint_config(tmp_path / "whole", total), log=lambda s: None, data=small_mnist())
     for k in whole.params:
         assert np.array_equal(whole.params[k], resumed.params[k]), k
 
 
 def test_resume_with_other_settings_is_refused(tmp_path):
-    train_mnist(config(tmp_path, 20, checkpoint_every=10), log=lambda s: None, data=synthetic())
-    other = config(tmp_path, 40, checkpoint_every=10)
+    train_mnist(checkpoint_config(tmp_path, 20, checkpoint_every=10), log=lambda s: None, data=small_mnist())
+    other = checkpoint_config(tmp_path, 40, checkpoint_every=10)
     other.lr = 0.5
     with pytest.raises(GraphcError, match="other settings.*lr"):
-        train_mnist(other, log=lambda s: None, data=synthetic())
+        train_mnist(other, log=lambda s: None, data=small_mnist())

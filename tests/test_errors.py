@@ -223,6 +223,19 @@ def test_compile_errors(g):
         gc.compile([np.ones(2)])
 
 
+@pytest.mark.parametrize("build", [
+    lambda x: sympy.erf(x),  # no numpy ufunc
+    lambda x: sympy.Heaviside(x),  # its derivative is a DiracDelta
+], ids=["erf", "heaviside_gradient"])
+def test_unsupported_functions_are_graph_errors_at_compile_time(build):
+    fn = gc.elementwise("f", build)
+    g = gc.Graph("unsupported")
+    x = g.input("x", (3,))
+    y = fn(x).sum()
+    with pytest.raises(gc.GraphError, match="elementwise expression"):
+        gc.compile([y, *gc.grad(y, [x])])
+
+
 # -- grad ----------------------------------------------------------------------------
 def test_grad_of_a_non_scalar_needs_a_seed(g):
     a = g.input("a", (2, 3))

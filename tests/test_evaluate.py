@@ -1,4 +1,5 @@
-"""Evaluator: accuracy over a whole set, uint8 chunks cast either way, bad calls refused."""
+"""Evaluator: accuracy over a whole set, uint8 chunks cast either way, bad calls refused,
+one evaluator shared by threads."""
 
 from collections import deque
 
@@ -9,6 +10,7 @@ import graphc as gc
 from graphc.backends.numpy.casting import RowCaster
 from graphc.evaluate import Evaluator
 from graphc.models import init_two_layer_params, two_layer_net
+from helpers import reference_logits, run_in_threads
 
 
 def _set(n=300, seed=4):
@@ -20,9 +22,7 @@ def _set(n=300, seed=4):
 
 def _reference_accuracy(params, x, labels):
     """float64 numpy, on the normalized images."""
-    p = {k: v.astype(np.float64) for k, v in params.items()}
-    h = np.maximum(x / 255.0 @ p["W1"] + p["b1"], 0)
-    return float(np.mean((h @ p["W2"] + p["b2"]).argmax(axis=1) == labels))
+    return float(np.mean(reference_logits(params, x).argmax(axis=1) == labels))
 
 
 @pytest.mark.parametrize("chunk", [7, 64, 1000])  # chunks that do not divide the set, one larger than it
@@ -80,8 +80,6 @@ def test_a_larger_chunk_set_after_use_gets_a_larger_buffer():
 
 def test_threads_can_share_an_evaluator():
     """Each thread casts into its own buffer (the compiled function keeps per-thread buffers too)."""
-    from threads import run_in_threads
-
     sets = [_set(257, seed=k) for k in range(4)]
     evaluator = Evaluator(two_layer_net(input_divisor=255).logits, 32)
     want = [Evaluator(two_layer_net(input_divisor=255).logits, 32).accuracy(p, x, y) for x, y, p in sets]

@@ -8,6 +8,7 @@ a name that would create a file if it were ever executed must not create it.
 
 from __future__ import annotations
 
+import ast
 import os
 import tempfile
 
@@ -180,3 +181,20 @@ def test_check_numerics_keeps_user_names_out_of_code(generated_only):
     x = g.input("inputs_qq", (3,))
     fn = gc.compile(gc.exp(x).rename("hidden_qq"), check_numerics=True)
     generated_only(fn.source)
+
+
+DISTINCT = ["inputs_qq", "weights_qq", "bias_qq", "loss_qq", "hidden_qq"]
+
+
+def test_source_is_valid_python_without_user_names(generated_only):
+    g = gc.Graph("graph_qq")
+    x, W, b = g.input("inputs_qq", ("batch_qq", 3)), g.param("weights_qq", (3, 2)), g.param("bias_qq", (2,))
+    h = gc.tanh(x @ W + b).rename("hidden_qq")
+    loss = gc.softmax(h).sum().rename("loss_qq")
+    fn = gc.compile([loss, *gc.grad(loss, [x, W, b])], name="fn_qq")
+    ast.parse(fn.source)
+    generated_only(fn.source)
+    code = "\n".join(line.split("#", 1)[0] for line in fn.source.splitlines())  # no '#' in generated code
+    for name in DISTINCT + ["graph_qq", "batch_qq", "fn_qq"]:
+        assert name not in code
+    assert "weights_qq" in fn.source  # ...but the comments name them, for the reader

@@ -13,23 +13,14 @@ import pytest
 import sympy
 
 import graphc as gc
+from helpers import np_log_softmax, np_softmax, softplus
 
-softplus = gc.elementwise("softplus", lambda x: sympy.log(1 + sympy.exp(x)))
 hypot = gc.elementwise("hypot", lambda x, y: sympy.sqrt(x**2 + y**2))
 logaddexp = gc.elementwise("logaddexp", lambda x, y: sympy.log(sympy.exp(x) + sympy.exp(y)))
 
 
 def np_sigmoid(x):
     return 1 / (1 + np.exp(-x))
-
-
-def np_softmax(a):
-    e = np.exp(a - a.max(-1, keepdims=True))
-    return e / e.sum(-1, keepdims=True)
-
-
-def np_log_softmax(a):
-    return np.log(np_softmax(a))
 
 
 # -- elementwise, one operand -------------------------------------------------------
@@ -113,6 +104,19 @@ def test_add_distributes_the_gradient_unchanged(graph, values):
     got_a, got_b = gc.compile([da, db])(vals)
     np.testing.assert_array_equal(got_a, vals["x2"])
     np.testing.assert_allclose(got_b, vals["x2"].sum(0), rtol=1e-14)
+
+
+def test_broadcasting_elementwise_add(check):
+    # Y[n,h] = A[n,h] + b[h]: b has no n, so its adjoint sums over n.
+    out, nodes, vals, report = check(lambda A, b: A + b, ("n", 4), (4,), ref=lambda A, b: A + b)
+    assert out.shape == ("n", 4) and report["x1"][0].shape == (4,)
+
+
+def test_bias_gradient_sums_over_the_batch(graph, values):
+    g, (A, b, v) = graph(("n", 4), (4,), ("n", 4))
+    vals = values([A, b, v])
+    db = gc.compile([gc.grad(((A + b) * v).sum(), b), A])(vals)[0]
+    np.testing.assert_allclose(db, vals["x2"].sum(0), rtol=1e-14)
 
 
 def test_mul_swaps_the_multiplier(graph, values):

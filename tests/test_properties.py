@@ -17,20 +17,13 @@ import string
 
 import numpy as np
 import pytest
-import sympy
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 import graphc as gc
+from helpers import np_softmax, softplus
 
 SETTINGS = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-
-softplus = gc.elementwise("softplus_p", lambda x: sympy.log(1 + sympy.exp(x)))
-
-
-def np_softmax(a):
-    e = np.exp(a - a.max(-1, keepdims=True))
-    return e / e.sum(-1, keepdims=True)
 
 
 # Smooth, well-conditioned ops only: finite differences must be meaningful everywhere.

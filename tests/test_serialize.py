@@ -26,19 +26,14 @@ from graphc.serialize import (
     atomic_write, expr_from_json, expr_to_json, graph_difference, graph_from_dict, graph_to_dict, graphs_equal,
     load_arrays, load_graph, save_arrays, save_graph,
 )
+from helpers import mnist_graph
 
 
 # -- fixtures: the MNIST net, its gradient, and a graph using every op ------------------------------
 def mnist(integer_labels: bool = False):
-    g = gc.Graph("mnist")
-    x = g.input("x", ("n", 784))
-    t = g.input("t", ("n",), kind="int") if integer_labels else g.input("t", ("n", 10))
-    W1, b1 = g.param("W1", (784, 50)), g.param("b1", (50,))
-    W2, b2 = g.param("W2", (50, 10)), g.param("b2", (10,))
-    h = gc.relu(x @ W1 + b1)
-    a = gc.einsum("nh,hc->nc", h, W2) + b2
-    loss = gc.softmax_cross_entropy(a, t)
-    return loss, gc.grad(loss, [W1, b1, W2, b2])
+    """The MNIST net's loss and its gradients wrt W1, b1, W2, b2 (graph named 'mnist')."""
+    _, _, loss, grads = mnist_graph(integer_labels)
+    return loss, grads
 
 
 def mnist_arrays(integer_labels: bool, n: int = 7, seed: int = 0) -> dict:
@@ -84,7 +79,7 @@ def roundtrip(outputs, via: str = "dict"):
 
 def assert_same_results(a, b, arrays):
     fa, fb = gc.compile(a), gc.compile(b)
-    assert fa.source == fb.source
+    assert fa.source == fb.source  # the whole program, compared as text: the loaded graph compiles to the same code
     ra, rb = fa(**arrays), fb(**arrays)
     for x, y in zip(ra, rb):
         assert x.dtype == y.dtype and np.array_equal(x, y, equal_nan=True)

@@ -8,6 +8,7 @@ import pytest
 from graphc.errors import BindingError
 from graphc.models import init_two_layer_params, two_layer_net
 from graphc.optim import Adam, SGD, TrainStep
+from helpers import mnist_batch
 
 
 def _steps(make=SGD):
@@ -17,16 +18,12 @@ def _steps(make=SGD):
     return (TrainStep(net.loss, params, make()), TrainStep(net.loss, copies, make(), lowering="array_api"))
 
 
-def _batch(rng, n, dtype=np.float64):
-    return rng.random((n, 784)).astype(dtype), np.eye(10, dtype=dtype)[rng.integers(0, 10, n)]
-
-
 @pytest.mark.parametrize("make", [SGD, Adam])
 def test_changing_batch_sizes_agree_with_the_array_api_lowering(make):
     fast, reference = _steps(make)
     rng = np.random.default_rng(1)
     for n in (8, 8, 5, 8, 5, 1):
-        x, t = _batch(rng, n)
+        x, t = mnist_batch(rng, n)
         np.testing.assert_allclose(fast(x=x, t=t), reference(x=x, t=t), rtol=1e-12)
     for k in fast.params:
         np.testing.assert_allclose(fast.params[k], reference.params[k], rtol=1e-12, atol=1e-15)
@@ -35,8 +32,8 @@ def test_changing_batch_sizes_agree_with_the_array_api_lowering(make):
 def test_a_bad_batch_after_good_ones_is_still_refused():
     step, _ = _steps()
     rng = np.random.default_rng(2)
-    step(x=_batch(rng, 4)[0], t=_batch(rng, 4)[1])
-    x, t = _batch(rng, 4)
+    step(x=mnist_batch(rng, 4)[0], t=mnist_batch(rng, 4)[1])
+    x, t = mnist_batch(rng, 4)
     with pytest.raises(BindingError, match="has dtype float64 but .x. has float32"):
         step(x=x.astype(np.float32), t=t)
     with pytest.raises(BindingError, match="axis 1 must be 784"):
@@ -51,7 +48,7 @@ def test_a_bad_batch_after_good_ones_is_still_refused():
 def test_another_thread_checks_and_specialises_for_itself():
     step, reference = _steps()
     rng = np.random.default_rng(3)
-    batches = [_batch(rng, 6) for _ in range(4)]
+    batches = [mnist_batch(rng, 6) for _ in range(4)]
     step(x=batches[0][0], t=batches[0][1])
     reference(x=batches[0][0], t=batches[0][1])
     losses = []
