@@ -8,19 +8,64 @@ import sys
 from graphc.errors import GraphcError
 
 
+def _positive_int(text: str) -> int:
+    value = _number(int, text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def _count(text: str) -> int:
+    value = _number(int, text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = _number(float, text)
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive finite number, got {text}")
+    return value
+
+
+def _unit_interval(text: str) -> float:
+    value = _number(float, text)
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"must lie in [0, 1), got {text}")
+    return value
+
+
+def _number(kind, text: str):
+    try:
+        return kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not {'an integer' if kind is int else 'a number'}: {text!r}") from None
+
+
+def _directory(text: str) -> str:
+    """A directory, or a path where none exists yet (missing MNIST files are downloaded there)."""
+    import os
+
+    if os.path.exists(text) and not os.path.isdir(text):
+        raise argparse.ArgumentTypeError(f"not a directory: {text}")
+    return text
+
+
 def _train_parser(sub) -> None:
     from graphc.train import TrainConfig
 
     d = TrainConfig()
     p = sub.add_parser("train-mnist", help="train the seed's 784-50-10 net on MNIST with a compiled step",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--iters", type=int, default=d.iters, help="training iterations")
-    p.add_argument("--batch-size", type=int, default=d.batch_size)
-    p.add_argument("--lr", type=float, default=d.lr, help="learning rate")
-    p.add_argument("--hidden", type=int, default=d.hidden, help="hidden units")
-    p.add_argument("--weight-init-std", type=float, default=d.weight_init_std)
+    p.add_argument("--iters", type=_count, default=d.iters, help="training iterations")
+    p.add_argument("--batch-size", type=_positive_int, default=d.batch_size)
+    p.add_argument("--lr", type=_positive_float, default=d.lr, help="learning rate")
+    p.add_argument("--hidden", type=_positive_int, default=d.hidden, help="hidden units")
+    p.add_argument("--weight-init-std", type=_positive_float, default=d.weight_init_std)
     p.add_argument("--optimizer", choices=["sgd", "momentum", "adam"], default=d.optimizer)
-    p.add_argument("--momentum", type=float, default=d.momentum, help="momentum coefficient (with --optimizer momentum)")
+    p.add_argument("--momentum", type=_unit_interval, default=d.momentum,
+                   help="momentum coefficient (with --optimizer momentum)")
     p.add_argument("--seed", type=int, default=d.seed, help="seed of the initialisation and batch sampling")
     p.add_argument("--dtype", choices=["float32", "float64"], default=d.dtype)
     p.add_argument("--integer-labels", action="store_true", help="integer labels instead of one-hot targets")
@@ -30,11 +75,12 @@ def _train_parser(sub) -> None:
                         "all at load, the seed's arithmetic")
     # Before --images existed, uint8 storage was this opt-in flag; it still means --images uint8.
     p.add_argument("--uint8-images", action="store_const", dest="images", const="uint8", help=argparse.SUPPRESS)
-    p.add_argument("--data", default=None, help="MNIST directory (default: $GRAPHC_DATA, else the user cache)")
+    p.add_argument("--data", type=_directory, default=None,
+                   help="MNIST directory (default: $GRAPHC_DATA, else the user cache)")
     p.add_argument("--out", default=d.out, help="directory for params.npz, history.json and curves.png")
     p.add_argument("--no-plot", action="store_true", help="skip the PNG plot")
     p.add_argument("--no-progress", action="store_true", help="no progress bar; print a line per epoch")
-    p.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every,
+    p.add_argument("--checkpoint-every", type=_count, default=d.checkpoint_every,
                    help="write OUT/checkpoint.npz (atomically) every N iterations; 0 for none")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.npz if it exists")
 

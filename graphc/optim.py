@@ -20,6 +20,7 @@ from typing import ClassVar, Mapping, Sequence
 import numpy as np
 
 from graphc.errors import BindingError, GraphError
+from graphc.ops.indices import format_shape
 from graphc.ops.elementwise import ElementwiseFn, make
 from graphc.ops.indices import out_letters
 from graphc.ops.symbolic import sympy_module as _sympy
@@ -133,7 +134,18 @@ def make_optimizer(name: str, **hyper) -> Optimizer:
 class TrainStep:
     """One compiled step: forward, backward and the in-place update; returns the loss.
 
-    ``params`` and ``state`` hold the arrays the step updates in place.
+    ``params`` maps param names to the numpy arrays the step updates in place (float32 or
+    float64, writeable, of the declared shapes; checked here).  A param of the graph left out
+    of ``params`` is frozen: it is read like an input and given at every call.  ``state``
+    holds the optimizer's arrays (zeros unless given), updated in place too.  The step adds
+    no leaf to the user's graph: the optimizer's inputs are private to it.
+
+    >>> import numpy as np, graphc as gc
+    >>> from graphc.optim import SGD, TrainStep
+    >>> g = gc.Graph("fit"); x = g.input("x", ("n", 3)); w = g.param("w", (3,))
+    >>> step = TrainStep(((x @ w) ** 2).mean(), {"w": np.ones(3)}, SGD(lr=0.1))
+    >>> round(float(step(x=np.eye(3))), 6)
+    0.333333
     """
 
     loss: Node
@@ -148,10 +160,13 @@ class TrainStep:
         from graphc.compiler import compile, grad
 
         graph = self.loss.graph
+        if not isinstance(self.params, Mapping):
+            raise BindingError(f"TrainStep: params must map param names to numpy arrays, got {type(self.params).__name__}")
         nodes = [graph.leaves.get(name) for name in self.params]
         bad = [name for name, n in zip(self.params, nodes) if n is None or n.op.kind_name != "param"]
         if bad:
             raise GraphError(f"TrainStep: {bad} are not params of graph {graph.name!r}; params: {[p.name for p in graph.params]}")
+        self._check_params(nodes)
         opt = self.optimizer
         scale = opt.grad_scale
         grads = grad(self.loss, nodes, seed=None if scale == 1.0 else graph.constant(scale))
@@ -182,9 +197,38 @@ class TrainStep:
 
     @staticmethod
     def _leaf(graph, name: str, shape):
-        """The optimizer's input leaf ``name``: reused when another step on this graph made it."""
-        leaf = graph.leaves.get(name)
-        return graph.input(name, shape) if leaf is None else leaf
+        """The optimizer's input leaf ``name``, private to the library: the user's graph keeps
+        the leaves it declared (and ``save_graph`` writes only those); reused by later steps."""
+        return graph.private_input(name, shape)
+
+    def _check_params(self, nodes) -> None:
+        """Each param a writeable numpy array of float32 or float64, all of one dtype, of its
+        declared shape (a symbolic dim one size across them): the step updates them in place."""
+        from graphc.compiler.compile import check_float_dtype
+
+        sizes: dict = {}
+        first = None
+        for node in nodes:
+            name, value = node.name, self.params[node.name]
+            if not isinstance(value, np.ndarray):
+                raise BindingError(f"TrainStep: param {name!r} must be a numpy array (the step updates it in "
+                                   f"place), got {type(value).__name__}")
+            if value.dtype.kind != "f":
+                raise BindingError(f"TrainStep: param {name!r} must hold floats, got dtype {value.dtype}")
+            check_float_dtype(value.dtype, name)
+            if not value.flags.writeable:
+                raise BindingError(f"TrainStep: param {name!r} is read-only; the step updates it in place")
+            if first is not None and value.dtype != self.params[first].dtype:
+                raise BindingError(f"TrainStep: param {name!r} has dtype {value.dtype} but {first!r} has "
+                                   f"{self.params[first].dtype}; all params of one step share a dtype")
+            first = first or name
+            declared = node.shape
+            fits = value.ndim == len(declared) and all(
+                got == want if isinstance(want, int) else sizes.setdefault(want, got) == got
+                for want, got in zip(declared, value.shape))
+            if not fits:
+                raise BindingError(f"TrainStep: param {name!r} has shape {value.shape}, but it is declared "
+                                   f"{format_shape(declared)}" + (f" (dims so far: {sizes})" if sizes else ""))
 
     @property
     def source(self) -> str:

@@ -54,10 +54,12 @@ def check_grads(output, wrt, values: Mapping, *, eps: float = 1e-6, rtol: float 
         # One projection input per output shape, reused by later checks on the same graph.
         # (Not ``leaves.get(...) or ...``: a node has no truth value.)
         prefix = "__check_grads_projection"
-        proj = next((leaf for key, leaf in graph.leaves.items()
+        proj = next((leaf for key, leaf in graph.private.items()
                      if key.startswith(prefix) and leaf.shape == output.shape), None)
-        if proj is None:
-            proj = graph.input(f"{prefix}{sum(k.startswith(prefix) for k in graph.leaves)}__", output.shape)
+        if proj is None:  # a private input: the user's graph keeps the leaves it declared
+            k = next(k for k in range(len(graph.private) + len(graph.leaves) + 1)
+                     if f"{prefix}{k}__" not in graph.leaves and f"{prefix}{k}__" not in graph.private)
+            proj = graph.private_input(f"{prefix}{k}__", output.shape)
         name = proj.name
         scalar = total(output * proj)
         sizes = {}
@@ -68,7 +70,7 @@ def check_grads(output, wrt, values: Mapping, *, eps: float = 1e-6, rtol: float 
     grads = grad(scalar, nodes)
     fn = compile([scalar, *grads], name="check_grads", lowering=lowering)
     value_fn = compile(scalar, name="check_grads_value", lowering=lowering)
-    feed = {k: v for k, v in vals.items() if k in output.graph.leaves}
+    feed = {k: v for k, v in vals.items() if k in output.graph.leaves or k in output.graph.private}
     symbolic = fn(feed)[1:]
     report = {}
     for node, sym in zip(nodes, symbolic):

@@ -100,27 +100,58 @@ def _save_checkpoint(path: Path, config: TrainConfig, iteration: int, step, rng,
 
 
 def _load_checkpoint(path: Path, config: TrainConfig, step, rng, history: dict) -> int:
-    """Restore params, optimizer state, RNG and history in place; returns the iteration to go on from."""
+    """Restore params, optimizer state, RNG and history in place; returns the iteration to go on from.
+
+    Everything is checked before anything is restored, so a bad file leaves the run as it was.
+    """
     from graphc.serialize import load_arrays
 
     arrays, meta = load_arrays(path)
     if not isinstance(meta, dict) or meta.get("format") != "graphc-checkpoint" or meta.get("version") != 1:
         raise GraphcError(f"{path}: not a graphc checkpoint of version 1")
-    saved = meta.get("config", {})
+
+    def bad(what: str) -> GraphcError:
+        return GraphcError(f"{path}: damaged checkpoint: {what}")
+
+    saved = meta.get("config")
+    if not isinstance(saved, dict):
+        raise bad("its config is missing")
     differ = {k: (saved.get(k), getattr(config, k)) for k in _RESUME_KEYS if saved.get(k) != getattr(config, k)}
     if differ:
         raise GraphcError(f"{path}: the checkpoint was written with other settings (saved, now): {differ}")
+    counts = {k: meta.get(k) for k in ("iteration", "step_count")}
+    for k, v in counts.items():
+        if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+            raise bad(f"{k} must be a count, got {v!r}")
+    evaluations = meta.get("evaluations")
+    keys = ("iteration", "train_acc", "test_acc")
+    if (not isinstance(evaluations, dict) or set(evaluations) != set(keys)
+            or not all(isinstance(evaluations[k], list) and all(isinstance(x, (int, float)) and not isinstance(x, bool)
+                                                                 for x in evaluations[k]) for k in keys)
+            or len({len(evaluations[k]) for k in keys}) != 1):
+        raise bad("its evaluations are not three lists of numbers of one length")
+    loss = arrays.get("history/loss")
+    if loss is None or loss.ndim != 1 or loss.dtype != np.float64:
+        raise bad("history/loss is missing or not a float64 vector")
+    try:  # on a generator of the same kind first: a bad state must not reach the run's
+        probe = type(rng.bit_generator)()
+        probe.state = meta.get("rng")
+    except (TypeError, ValueError, KeyError) as exc:
+        raise bad(f"its RNG state does not restore ({type(exc).__name__}: {exc})") from None
+    restores = []
     for prefix, target in (("param/", step.params), ("state/", step.state)):
         for k, v in target.items():
             got = arrays.get(prefix + k)
             if got is None or got.shape != v.shape or got.dtype != v.dtype:
                 raise GraphcError(f"{path}: {prefix + k} is missing or has the wrong shape or dtype")
-            v[...] = got
-    step.step_count = int(meta["step_count"])
-    rng.bit_generator.state = meta["rng"]
-    history["loss"] = arrays["history/loss"].tolist()
-    history.update(meta["evaluations"])
-    return int(meta["iteration"])
+            restores.append((v, got))
+    for v, got in restores:
+        v[...] = got
+    step.step_count = counts["step_count"]
+    rng.bit_generator.state = probe.state
+    history["loss"] = loss.tolist()
+    history.update({k: list(evaluations[k]) for k in keys})
+    return counts["iteration"]
 
 
 def train_mnist(config: TrainConfig = TrainConfig(), log: Callable[[str], None] = print,

@@ -28,12 +28,23 @@ Plain helper functions shared by several test modules are in ``tests/helpers.py`
 from __future__ import annotations
 
 import ast
+import os
 import re
 
 import numpy as np
 import pytest
+from hypothesis import settings
 
 import graphc as gc
+
+# Hypothesis profiles.  "ci" (the default) keeps the suite inside CI's time; "deep" runs every
+# property at least 10,000 times: GRAPHC_HYPOTHESIS=deep python -m pytest tests/test_properties.py
+# tests/test_fuzz_readers.py tests/test_serialize.py tests/test_fold_scalars.py -k "not slow" (see
+# benchmarks/README.md for the last deep run).  A property's own ``max_examples`` is its CI size,
+# through ``helpers.examples``.
+settings.register_profile("ci", max_examples=150, deadline=None)
+settings.register_profile("deep", max_examples=10_000, deadline=None)
+settings.load_profile(os.environ.get("GRAPHC_HYPOTHESIS", "ci"))
 
 DIMS = {"n": 5, "m": 3, "b": 2}
 

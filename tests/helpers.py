@@ -1,5 +1,5 @@
 """Plain helpers the test modules share (fixtures are in conftest.py; the seed's numpy layers,
-the reference the two-layer net is compared with, are in seed_reference.py).
+the reference the two-layer net is compared with, are graphc.reference).
 
 * What a compiled function runs: ``program_nodes``, ``epilogue_gemms``, ``update_gemms``,
   ``readers_of`` read the compiled program's graph (after simplification and the numpy
@@ -176,3 +176,11 @@ def checkpoint_config(out, iters, checkpoint_every=0, optimizer="momentum"):
 
     return TrainConfig(iters=iters, batch_size=20, lr=0.05, optimizer=optimizer, seed=7, out=str(out),
                        checkpoint_every=checkpoint_every, resume=True, progress=False, plot=False, eval_chunk=128)
+
+
+def examples(ci: int) -> int:
+    """A property's number of examples: ``ci`` in the default profile, at least the deep profile's
+    10,000 under ``GRAPHC_HYPOTHESIS=deep`` (profiles are registered in conftest.py)."""
+    import os
+
+    return max(ci, 10_000) if os.environ.get("GRAPHC_HYPOTHESIS") == "deep" else ci

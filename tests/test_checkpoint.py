@@ -70,3 +70,28 @@ def test_resume_with_other_settings_is_refused(tmp_path):
     other.lr = 0.5
     with pytest.raises(GraphcError, match="other settings.*lr"):
         train_mnist(other, log=lambda s: None, data=small_mnist())
+
+
+def _damage(path, change):
+    """Rewrite the checkpoint at ``path`` with ``change(arrays, meta)`` applied."""
+    from graphc.serialize import save_arrays
+
+    arrays, meta = load_arrays(path)
+    change(arrays, meta)
+    save_arrays(path, arrays, meta=meta)
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda a, m: m.pop("step_count"), "step_count must be a count"),
+    (lambda a, m: m.update(iteration="ten"), "iteration must be a count"),
+    (lambda a, m: m.update(rng={"bit_generator": "nonsense"}), "RNG state does not restore"),
+    (lambda a, m: m["evaluations"].update(test_acc=["x"]), "evaluations are not three lists"),
+    (lambda a, m: a.pop("history/loss"), "history/loss is missing"),
+    (lambda a, m: m.pop("config"), "config is missing"),
+    (lambda a, m: a.update({"param/W1": np.zeros(3)}), "param/W1 is missing or has the wrong shape"),
+], ids=["step_count", "iteration", "rng", "evaluations", "loss", "config", "param"])
+def test_a_damaged_checkpoint_is_refused_by_name_and_restores_nothing(tmp_path, change, message):
+    train_mnist(checkpoint_config(tmp_path, 20, checkpoint_every=10), log=lambda s: None, data=small_mnist())
+    _damage(tmp_path / "checkpoint.npz", change)
+    with pytest.raises(GraphcError, match=message):
+        train_mnist(checkpoint_config(tmp_path, 40, checkpoint_every=10), log=lambda s: None, data=small_mnist())

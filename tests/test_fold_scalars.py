@@ -4,9 +4,9 @@ Which scaled nodes the pass removes (read from the simplified graph: ``_scales``
 the compiled values, gradients, updates and train steps agree with the unfused graph
 (``fuse=False``) or with the pipeline without this pass (``nofold``) in float64.  The
 ``_elements_written`` tests count the elements the generated code writes: the pass exists to
-make less work, so there the generated source is what is measured.  Two ``xfail(strict=True)``
-tests document what is left as it is (float16 overflow after the move, a 0-d array-API
-output's type).
+make less work, so there the generated source is what is measured.  One ``xfail(strict=True)``
+test documents what is left as it is (a 0-d array-API output's type); float16, where the
+move could overflow, is refused by the dtype policy.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from graphc.ops.contraction import Contraction
 from graphc.ops.elementwise import Elementwise
 from graphc.ops.fused import Gemm
 from graphc.optim import SGD, Adam, Momentum, TrainStep
-from helpers import program_nodes, readers_of, update_gemms
+from helpers import examples, program_nodes, readers_of, update_gemms
 
 
 # -- helpers -------------------------------------------------------------------------------------
@@ -333,20 +333,15 @@ def test_factors_whose_product_underflows_a_float():
     np.testing.assert_allclose(gc.compile(out)(feed), 3e-150, rtol=1e-12)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "known and documented in fold_scalar_factors' docstring: moving x/255 past the product makes "
-    "the intermediate x·W 255x larger; in float16 (accepted by compile) MNIST-like pixels 0..255 "
-    "against 784 inputs overflow to inf where (x/255)·W = 784 is representable. The pass runs "
-    "before any dtype is known"))
-def test_float16_pixels_over_255_overflow_once_the_division_is_moved_past_the_product():
+def test_float16_is_refused_so_moving_a_division_past_a_product_cannot_overflow_it():
+    """In float16, (x/255)·W with x = 255 over 784 inputs is 784, but x·W overflows before the
+    division that the pass moves after it.  The dtype policy refuses float16 at the call."""
     g = gc.Graph("f16")
     x, W = g.input("x", ("n", 784)), g.param("W", (784, 10))
-    out = gc.matmul(x / 255, W)
     feed = {"x": np.full((4, 784), 255, np.float16), "W": np.ones((784, 10), np.float16)}
-    np.testing.assert_allclose(gc.compile(out, fuse=False)(feed), 784)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        np.testing.assert_allclose(gc.compile(out)(feed), 784)
+    for fuse in (True, False):
+        with pytest.raises(gc.BindingError, match="dtype float16 is not supported"):
+            gc.compile(gc.matmul(x / 255, W), fuse=fuse)(feed)
 
 
 # -- gradients -------------------------------------------------------------------------------
@@ -500,7 +495,7 @@ _SIZES = {"i": 3, "j": 4, "k": 2, "l": 5}
 _FACTOR = st.sampled_from([None, None, 2, -1, 0.5, -0.1, 7, 1e-3, "r3", "nest"])
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(60), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(terms=st.lists(st.text("ijkl", min_size=0, max_size=3).filter(lambda t: len(set(t)) == len(t)),
                       min_size=1, max_size=3),
        factors=st.lists(_FACTOR, min_size=3, max_size=3),

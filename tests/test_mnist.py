@@ -4,6 +4,7 @@ images, and short training runs on the real MNIST files ($GRAPHC_DATA).
 """
 
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +14,7 @@ import graphc as gc
 from graphc.models import init_two_layer_params, two_layer_net
 from graphc.ops.fused import Gemm
 from helpers import mnist_batch, readers_of, update_gemms
-from seed_reference import TwoLayerNet
+from graphc.reference import TwoLayerNet
 
 DATA = os.environ.get("GRAPHC_DATA")
 needs_mnist_files = pytest.mark.skipif(not DATA or not Path(DATA, "train-images-idx3-ubyte.gz").exists(),
@@ -191,3 +192,25 @@ def test_cli_image_storage_flags(monkeypatch, argv, images):
     monkeypatch.setattr(graphc.train, "train_mnist", lambda config: seen.append(config) or Result())
     assert main(["train-mnist", "--no-progress", *argv]) == 0
     assert seen[0].images == images
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--lr", "-1"], "argument --lr: must be a positive finite number, got -1"),
+    (["--lr", "nan"], "argument --lr: must be a positive finite number"),
+    (["--batch-size", "0"], "argument --batch-size: must be a positive integer, got 0"),
+    (["--hidden", "0"], "argument --hidden: must be a positive integer"),
+    (["--iters", "-5"], "argument --iters: must be 0 or more"),
+    (["--checkpoint-every", "-1"], "argument --checkpoint-every: must be 0 or more"),
+    (["--momentum", "1.5"], r"argument --momentum: must lie in \[0, 1\)"),
+    (["--weight-init-std", "0"], "argument --weight-init-std: must be a positive finite number"),
+    (["--lr", "fast"], "argument --lr: not a number: 'fast'"),
+    (["--data", __file__], "argument --data: not a directory"),
+])
+def test_cli_refuses_bad_values_with_status_2_and_no_traceback(argv, message, capsys):
+    from graphc.cli import main
+
+    with pytest.raises(SystemExit) as info:
+        main(["train-mnist", "--no-progress", *argv])
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and re.search(message, err), err
+    assert "Traceback" not in err

@@ -40,8 +40,22 @@ def test_off_by_default_the_code_has_no_checks():
 def test_train_step_guard_names_the_diverging_node():
     net = two_layer_net()
     params = init_two_layer_params(np.random.default_rng(0), dtype=np.float64)
+    params["W1"][...] = 1e308  # finite, but x·W1 overflows
     step = TrainStep(net.loss, params, SGD(lr=0.1), check_numerics=True)
-    x = np.full((4, 784), np.inf)
     t = np.eye(10)[[0, 1, 2, 3]]
-    with np.errstate(all="ignore"), pytest.raises(gc.NumericsError, match=r"XW1\[n,h\] = Σ_k x\[n,k\]·W1\[k,h\]"):
-        step(x=x, t=t)
+    with np.errstate(all="ignore"), pytest.raises(gc.NumericsError, match=r"Inf produced by XW1\[n,h\] = Σ_k x\[n,k\]·W1\[k,h\] at index \(0, 0\)"):
+        step(x=np.ones((4, 784)), t=t)
+
+
+@pytest.mark.parametrize("lowering", ["auto", "array_api"])
+def test_the_guard_blames_a_bad_input_not_the_first_op_that_reads_it(lowering):
+    net = two_layer_net()
+    params = init_two_layer_params(np.random.default_rng(0), dtype=np.float64)
+    step = TrainStep(net.loss, params, SGD(lr=0.1), check_numerics=True, lowering=lowering)
+    x = np.ones((4, 784))
+    x[2, 17] = np.nan
+    before = {k: v.copy() for k, v in params.items()}
+    with np.errstate(all="ignore"), pytest.raises(gc.NumericsError, match=r"^NaN in input 'x' at index \(2, 17\)$"):
+        step(x=x, t=np.eye(10)[[0, 1, 2, 3]])
+    for k, v in step.params.items():  # stopped before anything was computed or written
+        np.testing.assert_array_equal(v, before[k])

@@ -21,7 +21,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 import graphc as gc
-from helpers import np_softmax, softplus
+from helpers import examples, np_softmax, softplus
 
 SETTINGS = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
@@ -184,7 +184,7 @@ def random_graphs(draw):
     return b, out, ref
 
 
-@settings(max_examples=150, **SETTINGS)
+@settings(max_examples=examples(150), **SETTINGS)
 @given(random_graphs())
 def test_random_graph_forward_and_gradients(case):
     b, out, ref = case
@@ -211,7 +211,7 @@ def valid_specs(draw, min_size=1):
     return spec, shapes
 
 
-@settings(max_examples=150, **SETTINGS)
+@settings(max_examples=examples(150), **SETTINGS)
 @given(valid_specs(), st.integers(0, 2**32 - 1))
 def test_valid_einsum_specs(case, seed):
     spec, shapes = case
@@ -268,7 +268,7 @@ def _break(draw, spec: str, shapes: list) -> tuple:
     return spec, shapes
 
 
-@settings(max_examples=150, **SETTINGS)
+@settings(max_examples=examples(150), **SETTINGS)
 @given(st.data())
 def test_invalid_einsum_specs_raise_a_graphc_error(data):
     spec, shapes = data.draw(valid_specs(min_size=2))
@@ -282,7 +282,7 @@ def test_invalid_einsum_specs_raise_a_graphc_error(data):
 SPEC_TEXT = st.text(alphabet="abc,->", min_size=0, max_size=9)
 
 
-@settings(max_examples=150, **SETTINGS)
+@settings(max_examples=examples(150), **SETTINGS)
 @given(SPEC_TEXT, st.lists(st.lists(st.integers(2, 3), max_size=3), min_size=1, max_size=3))
 def test_arbitrary_spec_text_agrees_with_numpy(spec, shape_lists):
     shapes = [tuple(s) for s in shape_lists]
@@ -304,7 +304,7 @@ def test_arbitrary_spec_text_agrees_with_numpy(spec, shape_lists):
     assert np.shape(got) == np.shape(expected)
 
 
-@settings(max_examples=150, **SETTINGS)
+@settings(max_examples=examples(150), **SETTINGS)
 @given(st.text(alphabet=string.ascii_letters[:6] + ",->. 1", max_size=12), st.integers(1, 3))
 def test_einsum_never_raises_anything_but_graphc_errors(spec, n_ops):
     g = gc.Graph("any")

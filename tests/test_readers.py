@@ -114,3 +114,14 @@ def test_a_truncated_npz_member_is_refused(tmp_path):
     path.write_bytes(raw[: len(raw) // 2] + raw[-200:])
     with pytest.raises(gc.SerializationError):
         load_arrays(path)
+
+
+def test_an_npz_needing_an_unknown_zip_version_is_refused(tmp_path):
+    """Found by the reader fuzzing: zipfile raises NotImplementedError for such members."""
+    save_arrays(tmp_path / "ok.npz", {"W": np.arange(3.0)})
+    raw = bytearray((tmp_path / "ok.npz").read_bytes())
+    central = raw.rindex(b"PK\x01\x02")
+    raw[central + 6] = 109  # "version needed to extract": 10.9, which no zipfile reads
+    (tmp_path / "future.npz").write_bytes(bytes(raw))
+    with pytest.raises(gc.SerializationError, match="zip file version"):
+        load_arrays(tmp_path / "future.npz")

@@ -26,7 +26,7 @@ from graphc.serialize import (
     atomic_write, expr_from_json, expr_to_json, graph_difference, graph_from_dict, graph_to_dict, graphs_equal,
     load_arrays, load_graph, save_arrays, save_graph,
 )
-from helpers import mnist_graph
+from helpers import examples, mnist_graph
 
 
 # -- fixtures: the MNIST net, its gradient, and a graph using every op ------------------------------
@@ -201,7 +201,7 @@ def _rebuildable(expr) -> bool:
     return True
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(st.one_of(_numeric, _boolean))
 def test_expressions_roundtrip_exactly(expr):
     assume(_rebuildable(expr))

@@ -45,6 +45,23 @@ def _namespace(array):
     return array_api_compat.array_namespace(array)
 
 
+#: The float dtypes graphc computes in.  Narrower floats are refused: constant factors that the
+#: compiler moves past a product (``(x/255)·W = (x·W)/255``) overflow float16's range, and
+#: optimizer constants such as Adam's eps = 1e-8 round to zero in it.
+SUPPORTED_FLOATS = ("float32", "float64")
+
+
+def check_float_dtype(dtype, name: str) -> None:
+    """Refuse a float dtype other than float32 and float64 (any array library's), naming ``name``."""
+    label = str(dtype).rsplit(".", 1)[-1]  # numpy's 'float16', torch's 'torch.bfloat16'
+    if label not in SUPPORTED_FLOATS:
+        raise BindingError(
+            f"{name!r}: dtype {label} is not supported; graphc computes in float32 or float64 only "
+            f"(in float16 or bfloat16, constant factors moved past a product can overflow and optimizer "
+            f"constants such as Adam's eps round to zero); convert it, e.g. X.astype(np.float32)"
+        )
+
+
 class CompiledFunction:
     """A compiled graph function.  Call it with arrays by name: ``fn(x=X, W=W)`` or ``fn({"x": X})``.
 
@@ -121,7 +138,7 @@ class CompiledFunction:
             missing = [a for a in self.args if a not in feed]
             raise BindingError(f"{self.program.name}: missing input(s) {missing}; this function reads {self.args}") from None
         if len(feed) != len(arrays):
-            known = self.graph.leaves
+            known = {**self.graph.leaves, **self.graph.private}
             extra = [k for k in feed if k not in known]
             if extra:
                 raise BindingError(
@@ -177,6 +194,7 @@ class CompiledFunction:
                         f"{leaf.name!r}: expected a floating-point array, got dtype {value.dtype}; "
                         "convert it explicitly (e.g. X.astype(np.float32))"
                     )
+                check_float_dtype(value.dtype, leaf.name)
                 if float_dtype is None:
                     float_dtype, float_from = value.dtype, leaf.name
                 elif value.dtype != float_dtype:

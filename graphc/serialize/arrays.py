@@ -9,6 +9,7 @@ ever unpickling.  :func:`save_arrays` replaces its target atomically via
 from __future__ import annotations
 
 import json
+import struct
 import zipfile
 import zlib
 from typing import Any
@@ -55,6 +56,10 @@ def save_arrays(path, arrays: dict, *, meta: dict | None = None, compress: bool 
 
 #: the most bytes ``load_arrays`` reads out of one archive, all members together
 MAX_BYTES = 1 << 34
+#: what ``zipfile`` raises on a damaged or hostile archive (its own errors, and the ones it lets
+#: through from parsing fields it does not check: versions, extra fields, names, sizes)
+_ZIP_ERRORS = (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, ValueError, zlib.error,
+               NotImplementedError, RuntimeError, struct.error, UnicodeDecodeError, OverflowError)
 
 
 def _read_member(z: zipfile.ZipFile, info: zipfile.ZipInfo, where: str, key: str, budget: int) -> np.ndarray:
@@ -104,7 +109,7 @@ def load_arrays(path) -> tuple[dict, Any]:
                 raise SerializationError(f"{path!r} holds a single .npy array, not an .npz archive")
             f.seek(0)
             z = zipfile.ZipFile(f)
-        except (zipfile.BadZipFile, OSError, EOFError, ValueError) as e:
+        except _ZIP_ERRORS as e:
             raise SerializationError(f"{path!r} is not an .npz archive of plain arrays: {e}") from None
         with z:
             budget = MAX_BYTES
@@ -117,7 +122,7 @@ def load_arrays(path) -> tuple[dict, Any]:
                     raise SerializationError(f"{where} appears twice")
                 try:
                     arrays[key] = _read_member(z, info, where, key, budget)
-                except (zipfile.BadZipFile, OSError, EOFError, zlib.error, NotImplementedError, RuntimeError) as e:
+                except _ZIP_ERRORS as e:
                     raise SerializationError(f"{where} is damaged: {e}") from None
                 budget -= arrays[key].nbytes
     finally:

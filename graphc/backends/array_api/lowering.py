@@ -15,7 +15,7 @@ computed value; ``lowering.dim_code``/``shape_code`` write dims and shapes.
 
 from __future__ import annotations
 
-from graphc.compiler.codegen.program import Kernel, Program, assemble, deferred_updates, signature, view
+from graphc.compiler.codegen.program import Kernel, Program, assemble, deferred_updates, input_checks, signature, view
 from graphc.compiler.codegen.xp_code import code
 from graphc.compiler.explain.notation import formula, safe
 from graphc.compiler.walk import toposort
@@ -94,7 +94,8 @@ class ArrayApiLowering:
             for i in node.inputs:
                 last_use[self.var(i)] = k
         keep = {self.var(o) for o in self.outputs} | {self.var(n) for _, n in self.updates}
-        lines, labels = [], []
+        labels = []
+        lines = input_checks(self.args, labels) if self.check_numerics else []
         for k, (stmt, node) in enumerate(body):
             comment = safe(formula(node))
             lines.append(f"        {stmt}  # {comment}" if len(comment) < 160 else f"        # {comment[:157]}...\n        {stmt}")

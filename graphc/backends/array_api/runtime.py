@@ -48,11 +48,16 @@ def one_hot(xp, labels, classes: int, dtype):
     return xp.astype(xp.reshape(labels, labels.shape + (1,)) == xp.arange(classes), dtype)
 
 
-def check_finite(xp, a, where: str) -> None:
-    """The numerics guard (compile(..., check_numerics=True)): stop at the first NaN or Inf."""
-    if not bool(xp.all(xp.isfinite(a))):
-        bad = "NaN" if bool(xp.any(xp.isnan(a))) else "Inf"
-        raise NumericsError(f"{bad} produced by {where}")
+def check_finite(xp, a, where: str, given: bool = False) -> None:
+    """The numerics guard (compile(..., check_numerics=True)): stop at the first NaN or Inf,
+    naming where it is (``given``: in an input, else produced by the node ``where``) and the
+    index of the first such entry in row-major order."""
+    if bool(xp.all(xp.isfinite(a))):
+        return
+    first = tuple(int(i[0]) for i in xp.nonzero(~xp.isfinite(a))) if a.ndim else ()
+    bad = "NaN" if bool(xp.isnan(a[first] if first else a)) else "Inf"
+    at = f" at index {first}" if first else ""
+    raise NumericsError(f"{bad} in {where}{at}" if given else f"{bad} produced by {where}{at}")
 
 
 def materialize(xp, a):

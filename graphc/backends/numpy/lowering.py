@@ -24,7 +24,9 @@ from graphc.backends.numpy import fusions
 from graphc.backends.numpy.buffers import BufferPlan
 from graphc.backends.numpy.pairwise import gemm
 from graphc.backends.numpy.ufuncs import Conflict, UfuncLowering
-from graphc.compiler.codegen.program import Kernel, Program, assemble, deferred_updates, signature, view, view_base
+from graphc.compiler.codegen.program import (
+    Kernel, Program, assemble, deferred_updates, input_checks, signature, view, view_base,
+)
 from graphc.compiler.codegen.schedule import Schedule
 from graphc.compiler.explain.notation import formula, safe
 from graphc.compiler.walk import toposort
@@ -362,6 +364,8 @@ class NumpyLowering:
                 self.bufs.release(i)
 
     def program(self) -> Program:
+        if self.check_numerics:
+            self.lines.extend(input_checks(self.args, self.labels))
         for node in self.order:
             if id(node) in self.var or id(node) in self.done:
                 continue

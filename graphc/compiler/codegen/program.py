@@ -66,7 +66,8 @@ def deferred_updates(updates: list, done: set, var: dict) -> list[str]:
 
 def _arg_order(order: list[Node]) -> list[Node]:
     leaves = list({id(n): n for n in order if isinstance(n.op, Input)}.values())
-    rank = {id(n): k for k, n in enumerate(leaves[0].graph.leaves.values())} if leaves else {}
+    graph = leaves[0].graph if leaves else None
+    rank = {id(n): k for k, n in enumerate([*graph.leaves.values(), *graph.private.values()])} if leaves else {}
     return sorted(leaves, key=lambda n: rank.get(id(n), len(rank)))
 
 
@@ -126,3 +127,14 @@ def assemble(title: str, args: list, dims: list, dim_code, n_kernels: int, setup
         "    return run",
         "",
     ])
+
+
+def input_checks(args: list, labels: list) -> list[str]:
+    """The numerics guard's first statements: every float argument checked for NaN and Inf
+    before anything is computed from it, so a bad input is blamed, not the first op to read it."""
+    lines = []
+    for k, leaf in enumerate(args):
+        if leaf.kind == "float":
+            lines.append(f"        rt.check_finite(xp, a{k}, labels[{len(labels)}], given=True)")
+            labels.append(f"input {safe(leaf.name)!r}")
+    return lines
