@@ -68,6 +68,10 @@ class ElementwiseFn:
         return expr
 
     def key(self) -> tuple:
+        return self._key
+
+    @functools.cached_property
+    def _key(self) -> tuple:  # CSE asks for it for every node: srepr once per function
         return ("fn", self.name, _sympy().srepr(self.expr), tuple(map(str, self.symbols)))
 
     def partial(self, i: int):

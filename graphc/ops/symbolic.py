@@ -24,8 +24,10 @@ def symbols(n: int) -> tuple:
     return tuple(sp.Symbol(f"x{i}", real=True) for i in range(n))
 
 
+@functools.lru_cache(maxsize=4096)
 def indexed(name: str, letters: str):
-    """``name[letters]`` as a sympy Indexed (a plain Symbol for a scalar)."""
+    """``name[letters]`` as a sympy Indexed (a plain Symbol for a scalar); sympy expressions are
+    immutable, so one object serves every expression that writes it."""
     sp = sympy_module()
     if not letters:
         return sp.Symbol(name)
