@@ -17,7 +17,7 @@ from graphc.errors import (
 )
 from graphc.ops import (
     Graph, Node, add, argmax, copy, diagonal, div, einsum, exp, log, log_softmax, matmul, maximum,
-    mean, mul, neg, one_hot, outer, power, relu, sigmoid, softmax, softmax_cross_entropy, sqrt, step, sub, sum,
+    mean, minimum, mul, neg, one_hot, outer, power, relu, sigmoid, softmax, softmax_cross_entropy, sqrt, step, sub, sum,
     tanh, trace, transpose,
 )
 from graphc.ops.elementwise import elementwise
@@ -30,7 +30,7 @@ __all__ = [
     "Graph", "Node", "grad", "compile", "explain", "check_grads", "CompiledFunction", "save_graph", "load_graph",
     "einsum", "matmul", "transpose", "sum", "mean", "trace", "diagonal", "outer",
     "add", "sub", "mul", "div", "neg", "power", "exp", "log", "sqrt", "tanh", "sigmoid", "relu", "step",
-    "maximum", "copy", "elementwise", "softmax", "log_softmax", "softmax_cross_entropy", "one_hot", "argmax",
+    "maximum", "minimum", "copy", "elementwise", "softmax", "log_softmax", "softmax_cross_entropy", "one_hot", "argmax",
     "GraphcError", "GraphError", "ShapeError", "SpecError", "BindingError", "GradError", "NumericsError",
     "SerializationError", "DataError",
 ]

@@ -73,6 +73,7 @@ BINARY = {
     "div": (lambda a, b: a / b, ("real", "pos"), np.divide),
     "pow": (lambda a, b: a**b, ("pos", "real"), np.power),
     "maximum": (gc.maximum, ("real", "real"), np.maximum),
+    "minimum": (gc.minimum, ("real", "real"), np.minimum),
     "hypot": (hypot, ("real", "real"), np.hypot),
     "logaddexp": (logaddexp, ("real", "real"), np.logaddexp),
     "mixed": (lambda a, b: gc.tanh(a) * gc.exp(b) - a / (1.0 + b * b), ("real", "real"),
@@ -144,24 +145,40 @@ def test_relu_gradient_is_the_mask(graph):
     np.testing.assert_array_equal(dx, [0, 0, 0, 1, 1])
 
 
-def test_maximum_routes_the_gradient_and_both_sides_get_it_on_a_tie(graph):
-    # Finite differences are undefined at a tie, so compare with the seed's mask exactly.
+@pytest.mark.parametrize("op, winner", [(gc.maximum, np.greater), (gc.minimum, np.less)], ids=["maximum", "minimum"])
+@pytest.mark.parametrize("lowering", ["auto", "array_api"])
+def test_maximum_and_minimum_route_the_gradient_and_split_it_on_a_tie(graph, op, winner, lowering):
+    # Finite differences are undefined at a tie: the rule is torch's (half to each side), exactly.
     g, (a, b, v) = graph((5,), (5,), (5,))
     A = np.array([1.0, 2.0, 3.0, -1.0, 0.5])
     B = np.array([1.0, 3.0, 2.0, -1.0, 0.7])  # ties at 0 and 3
     V = np.array([1.0, 2.0, 3.0, 4.0, 5.0])
-    m = gc.maximum(a, b)
-    y, da, db = gc.compile([m, *gc.grad((m * v).sum(), [a, b])])(x0=A, x1=B, x2=V)
-    np.testing.assert_array_equal(y, np.maximum(A, B))
-    np.testing.assert_array_equal(da, V * (A >= B))
-    np.testing.assert_array_equal(db, V * (A <= B))
-    assert (da + db)[[0, 3]].tolist() == [2.0, 8.0]  # a tie passes the gradient to both sides
+    m = op(a, b)
+    y, da, db = gc.compile([m, *gc.grad((m * v).sum(), [a, b])], lowering=lowering)(x0=A, x1=B, x2=V)
+    np.testing.assert_array_equal(y, np.maximum(A, B) if op is gc.maximum else np.minimum(A, B))
+    np.testing.assert_array_equal(da, V * winner(A, B) + V / 2 * (A == B))
+    np.testing.assert_array_equal(db, V * winner(B, A) + V / 2 * (A == B))
+    assert (da + db).tolist() == V.tolist()  # the gradient is passed on once, split at a tie
 
 
-def test_maximum_of_a_node_with_itself_doubles_the_gradient(graph, values):
+def test_maximum_and_minimum_split_ties_as_torch_does():
+    torch = pytest.importorskip("torch")  # the peer is optional; the rule is asserted above without it
+    A = np.array([1.0, 2.0, 3.0, -1.0, 0.5, 0.0])
+    B = np.array([1.0, 3.0, 2.0, -1.0, 0.7, -0.0])
+    g = gc.Graph("ties")
+    a, b, v = g.input("a", (6,)), g.input("b", (6,)), g.input("v", (6,))
+    for op, top in ((gc.maximum, torch.maximum), (gc.minimum, torch.minimum)):
+        ours = gc.compile(gc.grad((op(a, b) * v).sum(), [a, b]))(a=A, b=B, v=np.arange(1.0, 7.0))
+        ta, tb = (torch.tensor(x, requires_grad=True) for x in (A, B))
+        (top(ta, tb) * torch.arange(1.0, 7.0, dtype=torch.float64)).sum().backward()
+        np.testing.assert_array_equal(ours[0], ta.grad.numpy())
+        np.testing.assert_array_equal(ours[1], tb.grad.numpy())
+
+
+def test_maximum_of_a_node_with_itself_passes_the_gradient_once(graph, values):
     g, (a,) = graph((4,))
     da = gc.compile(gc.grad(gc.maximum(a, a).sum(), a))(values([a]))
-    np.testing.assert_array_equal(da, np.full(4, 2.0))
+    np.testing.assert_array_equal(da, np.full(4, 1.0))  # half from each side, as torch
 
 
 # -- fan-out: a node used more than once --------------------------------------------
@@ -455,3 +472,18 @@ def test_elementwise_arity_counts_parameters_without_defaults():
     x = g.input("x", (4,))
     assert cube.arity == 1
     gc.check_grads(cube(x).sum(), [x], {"x": np.linspace(0.5, 2.0, 4)})
+
+
+@pytest.mark.parametrize("scalar", [np.float32(2.0), np.float64(2.0), np.int64(2), np.array(2.0), np.array(2)],
+                         ids=["float32", "float64", "int64", "0-d float", "0-d int"])
+def test_numpy_scalars_and_0d_arrays_are_constants_on_either_side(scalar):
+    g = gc.Graph("s")
+    x = g.input("x", (3,))
+    X = np.array([1.0, 2.0, 3.0])
+    fn = gc.compile([x * scalar, scalar * x, x - scalar, scalar / x])
+    for got, want in zip(fn(x=X), (X * 2, 2 * X, X - 2, 2 / X)):
+        np.testing.assert_allclose(got, want, rtol=1e-15)
+    with pytest.raises(gc.GraphError, match="neither a graph node nor a scalar"):
+        x * np.bool_(True)  # a truth value is not a number here
+    with pytest.raises(gc.GraphError, match="neither a graph node nor a scalar"):
+        np.ones(3) * x  # arrays enter a graph as inputs, from either side

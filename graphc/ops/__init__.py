@@ -11,7 +11,7 @@ from graphc.ops.contraction import (
 )
 from graphc.ops.cross_entropy import SoftmaxCrossEntropy, softmax_cross_entropy
 from graphc.ops.elementwise import (
-    Elementwise, ElementwiseFn, add, copy, div, exp, log, maximum, mul, neg, power, relu,
+    Elementwise, ElementwiseFn, add, copy, div, exp, log, maximum, minimum, mul, neg, power, relu,
     sigmoid, sqrt, step, sub, tanh,
 )
 from graphc.ops.graph import Graph
@@ -28,5 +28,5 @@ __all__ = [
     "DimSize", "Input", "Param", "Zeros", "Softmax", "LogSoftmax", "SoftmaxCrossEntropy", "OneHot", "Argmax",
     "einsum", "matmul", "transpose", "sum", "mean", "trace", "diagonal", "outer", "parse_spec",
     "add", "sub", "mul", "div", "neg", "power", "exp", "log", "sqrt", "tanh", "sigmoid", "relu", "step",
-    "maximum", "copy", "softmax", "log_softmax", "softmax_cross_entropy", "one_hot", "argmax",
+    "maximum", "minimum", "copy", "softmax", "log_softmax", "softmax_cross_entropy", "one_hot", "argmax",
 ]

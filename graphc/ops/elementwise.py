@@ -334,8 +334,19 @@ SIGMOID = ElementwiseFn("sigmoid", 1, lambda a: 1 / (1 + _sympy().exp(-a)),
 RELU = ElementwiseFn("relu", 1, lambda a: _pw(a, a > 0))
 STEP = ElementwiseFn("step", 1, lambda a: _pw(1, a > 0))  # zero gradient almost everywhere
 # The seed's gradient router: on a tie both sides receive the gradient.
+
+def _tie_split(x, y):
+    """∂max(x, y)/∂x with torch's tie rule: 1 where x wins, 1/2 at a tie, 0 where y wins."""
+    sp = _sympy()
+    return sp.Piecewise((1, x > y), (sp.Rational(1, 2), sp.Eq(x, y)), (0, True))
+
+
+# At a tie the gradient is split evenly between the two sides, as torch.maximum/minimum do
+# (leaky ReLU written maximum(x, 0.3·x) then has gradient 0.65 at 0, the mean of its slopes).
 MAXIMUM = ElementwiseFn("maximum", 2, lambda a, b: _sympy().Piecewise((a, a >= b), (b, True)),
-                        derivatives={0: lambda a, b: _pw(1, a >= b), 1: lambda a, b: _pw(1, a <= b)})
+                        derivatives={0: lambda a, b: _tie_split(a, b), 1: lambda a, b: _tie_split(b, a)})
+MINIMUM = ElementwiseFn("minimum", 2, lambda a, b: _sympy().Piecewise((a, a <= b), (b, True)),
+                        derivatives={0: lambda a, b: _tie_split(b, a), 1: lambda a, b: _tie_split(a, b)})
 
 
 def add(a, b, name=None):
@@ -391,7 +402,18 @@ def step(a, name=None):
 
 
 def maximum(a, b, name=None):
+    """The larger of ``a`` and ``b`` elementwise; at a tie each side gets half the gradient (torch's rule).
+
+    >>> import graphc as gc
+    >>> g = gc.Graph("m"); x = g.input("x", (3,))
+    >>> leaky = gc.maximum(x, 0.3 * x)
+    """
     return apply(MAXIMUM, (a, b), name)
+
+
+def minimum(a, b, name=None):
+    """The smaller of ``a`` and ``b`` elementwise; at a tie each side gets half the gradient (torch's rule)."""
+    return apply(MINIMUM, (a, b), name)
 
 
 def copy(a, n: int = 2):

@@ -18,7 +18,10 @@ imports no op, so ``graphc.ops`` imports as a DAG.
 
 from __future__ import annotations
 
+import numbers
 from typing import TYPE_CHECKING, Any, Sequence
+
+import numpy as np
 
 from graphc.errors import GraphError
 from graphc.ops.indices import format_shape, letters_for, out_letters
@@ -107,6 +110,9 @@ class Node:
     """One value in the graph; immutable (see the module docstring for what lives beside it)."""
 
     __slots__ = ("graph", "op", "inputs", "shape", "kind", "id", "derived", "__weakref__")
+    # numpy defers to the node's operators (np.float32(2) * x is x's __rmul__), never
+    # wrapping a node in an object array
+    __array_ufunc__ = None
 
     def __init__(self, graph: "Graph", op: Op, inputs: Sequence["Node"], shape, kind: str,
                  name: str | None = None, *, derived: bool | None = None):
@@ -209,14 +215,16 @@ def same_graph(op_name: str, nodes: Sequence[Node]):
 
 
 def as_node(value: Any, graph, op_name: str) -> Node:
-    """Accept a node of ``graph`` or a Python scalar (made a constant)."""
+    """Accept a node of ``graph`` or a real scalar -- Python's, numpy's, a 0-d array -- made a constant."""
     if isinstance(value, Node):
         if value.graph is not graph:
             raise GraphError(
                 f"{op_name}: operand {value.name!r} belongs to graph {value.graph.name!r}, not {graph.name!r}"
             )
         return value
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
+    if isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_)):  # numpy scalars too
+        return graph.constant(float(value))
+    if isinstance(value, np.ndarray) and value.ndim == 0 and value.dtype.kind in "fiu":  # a 0-d array
         return graph.constant(float(value))
     raise GraphError(
         f"{op_name}: operand {value!r} of type {type(value).__name__} is neither a graph node nor a scalar; "

@@ -36,6 +36,9 @@ def _printers():
             sub = letters if len(expr.limits) == 1 else "{" + letters + "}"
             return f"Σ_{sub} {self._print(expr.function)}"
 
+        def _print_Equality(self, expr):  # a tie: x[i] = y[i]
+            return f"{self._print(expr.lhs)} = {self._print(expr.rhs)}"
+
         def _print_KroneckerDelta(self, expr):  # δ[a,i], as explain writes it elsewhere
             return f"δ[{','.join(self._print(a) for a in expr.args)}]"
 
