@@ -157,7 +157,7 @@ def test_nodes_have_no_truth_value(g):
 @pytest.mark.parametrize("build,message", [
     (lambda g, a, b: gc.sigmoid(a, b), "sigmoid: a node name must be a non-empty string"),
     (lambda g, a, b: gc.exp(a, 3), "exp: a node name must be a non-empty string, got 3"),
-    (lambda g, a, b: gc.softmax(a, b), "softmax: a node name"),
+    (lambda g, a, b: gc.softmax(a, b), "softmax: takes one operand; the axis must be an integer, got node 'b'"),
     (lambda g, a, b: a.rename(""), "a node name must be a non-empty string"),
     (lambda g, a, b: g.input("", (2,)), "leaf name must be a non-empty string"),
     (lambda g, a, b: g.input(3, (2,)), "leaf name must be a non-empty string"),

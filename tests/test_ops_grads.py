@@ -487,3 +487,45 @@ def test_numpy_scalars_and_0d_arrays_are_constants_on_either_side(scalar):
         x * np.bool_(True)  # a truth value is not a number here
     with pytest.raises(gc.GraphError, match="neither a graph node nor a scalar"):
         np.ones(3) * x  # arrays enter a graph as inputs, from either side
+
+
+# -- softmax and log_softmax along any axis ----------------------------------------------------
+def _np_softmax(a, axis):
+    e = np.exp(a - a.max(axis=axis, keepdims=True))
+    return e / e.sum(axis=axis, keepdims=True)
+
+
+@pytest.mark.parametrize("axis", [0, 1, -1, 2, -3])
+@pytest.mark.parametrize("op", ["softmax", "log_softmax"])
+@pytest.mark.parametrize("lowering", ["auto", "array_api"])
+def test_softmax_and_log_softmax_along_any_axis(axis, op, lowering):
+    rng = np.random.default_rng(7)
+    g = gc.Graph("ax")
+    a, w = g.input("a", (3, 4, 5)), g.input("w", (3, 4, 5))
+    y = getattr(gc, op)(a, axis=axis)
+    values = {"a": rng.standard_normal((3, 4, 5)), "w": rng.standard_normal((3, 4, 5))}
+    want = _np_softmax(values["a"], axis)
+    want = np.log(want) if op == "log_softmax" else want
+    np.testing.assert_allclose(gc.compile(y, lowering=lowering)(values), want, rtol=1e-12, atol=1e-15)
+    gc.check_grads((y * w).sum(), a, values, lowering=lowering)
+
+
+def test_softmax_along_an_axis_matches_torch():
+    torch = pytest.importorskip("torch")  # the peer is optional; finite differences check it above
+    rng = np.random.default_rng(8)
+    A, W = rng.standard_normal((3, 4)), rng.standard_normal((3, 4))
+    g = gc.Graph("ax")
+    a, w = g.input("a", (3, 4)), g.input("w", (3, 4))
+    for axis in (0, 1):
+        for ours, theirs in ((gc.softmax, torch.softmax), (gc.log_softmax, torch.log_softmax)):
+            (da,) = gc.compile(gc.grad((ours(a, axis=axis) * w).sum(), [a]))(a=A, w=W)
+            ta = torch.tensor(A, requires_grad=True)
+            (theirs(ta, dim=axis) * torch.tensor(W)).sum().backward()
+            np.testing.assert_allclose(da, ta.grad.numpy(), rtol=1e-12, atol=1e-14)
+
+
+def test_softmax_along_a_bad_axis_is_refused_at_declaration():
+    g = gc.Graph("ax")
+    a = g.input("a", (3, 4))
+    with pytest.raises(gc.ShapeError, match=r"softmax: axis 2 is out of range for 'a' of shape \(3, 4\)"):
+        gc.softmax(a, axis=2)

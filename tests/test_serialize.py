@@ -283,8 +283,10 @@ def _first(**fields):
 
 
 def _labels_flag(d):
-    _node(d, "softmax").update(op="softmax_cross_entropy", integer_labels=True, shape=[],
-                               inputs=[_node(d, "softmax")["inputs"][0], _leaf_named("t")(d)["id"]])
+    node = _node(d, "softmax")
+    node.pop("axis", None)
+    node.update(op="softmax_cross_entropy", integer_labels=True, shape=[],
+                inputs=[node["inputs"][0], _leaf_named("t")(d)["id"]])
 
 
 BAD = {  # name: (mutation of a valid file dict, words the message must contain)
@@ -560,3 +562,16 @@ def test_save_arrays_refuses_what_it_cannot_store_safely(tmp_path, arrays, meta,
     with pytest.raises(SerializationError, match=words):
         save_arrays(tmp_path / "s.npz", arrays, meta=meta)
     assert not (tmp_path / "s.npz").exists() and os.listdir(tmp_path) == []
+
+
+def test_a_softmax_keeps_its_axis_and_a_file_without_one_means_the_last(tmp_path):
+    g = gc.Graph("ax")
+    a = g.input("a", (3, 4))
+    out = [gc.softmax(a, axis=0), gc.log_softmax(a)]
+    d = graph_to_dict(out)
+    _, loaded = graph_from_dict(d)
+    assert [n.op.axis for n in loaded] == [0, 1] and graphs_equal(out, loaded)
+    for entry in d["nodes"]:  # as written before softmax had an axis
+        entry.pop("axis", None)
+    _, old = graph_from_dict(d)
+    assert [n.op.axis for n in old] == [1, 1]

@@ -11,7 +11,7 @@ from __future__ import annotations
 from graphc.errors import GraphError, ShapeError
 from graphc.ops.contraction import Spec, contraction
 from graphc.ops.elementwise import ElementwiseFn, make
-from graphc.ops.indices import check_shape
+from graphc.ops.indices import check_shape, format_shape
 from graphc.ops.node import Node, Op, letters_of
 from graphc.ops.registry import lowering, saved_as
 from graphc.ops.symbolic import indexed, sympy_module
@@ -31,50 +31,73 @@ _SOFTMAX_VJP = ElementwiseFn("softmax_vjp", 3, lambda y, g, s: y * (g - s))
 _LOG_SOFTMAX_VJP = ElementwiseFn("log_softmax_vjp", 3, lambda y, g, s: g - y * s)
 
 
-class _RowOp(Op):
-    """An op over the last axis of its one operand, printed as ``f(a[n,c])``."""
+class _AxisOp(Op):
+    """An op along one axis (``axis``, non-negative) of its one operand: ``f(a[n,c])`` for the
+    last axis, ``f_c(a[n,c])`` (the axis's letter as a subscript) for any other."""
 
     file_arity = 1
+    file_optional = frozenset({"axis"})  # files written before the axis existed mean the last one
+
+    def __init__(self, axis: int):
+        self.axis = axis
+
+    def key(self):
+        return (self.kind_name, self.axis)
+
+    def describe(self):
+        return f"{self.kind_name} over axis {self.axis}"
 
     def expression(self, node, name_of):
-        return sympy_module().Function(self.kind_name)(indexed(name_of(node.inputs[0]), letters_of(node)))
+        letters = letters_of(node)
+        label = self.kind_name if self.axis == node.ndim - 1 else f"{self.kind_name}_{letters[self.axis]}"
+        return sympy_module().Function(label)(indexed(name_of(node.inputs[0]), letters))
+
+    def fields(self, codec):
+        return {"axis": self.axis}
 
     @classmethod
     def load(cls, graph, e, inputs, shape, name, codec):
-        return cls.build(inputs[0], name=name)
+        axis = e.get("axis", -1)
+        if isinstance(axis, bool) or not isinstance(axis, int):
+            raise codec.error(f"axis must be an integer, got {codec.short(axis)}")
+        return cls.build(inputs[0], axis=axis, name=name)
+
+    def _reduced(self, idx: str) -> str:
+        """The letters without the axis's: what a sum over the axis keeps."""
+        return idx[:self.axis] + idx[self.axis + 1:]
 
 
 @saved_as("softmax")
-class Softmax(_RowOp):
-    """``y[..,c] = exp(a[..,c]) / Σ_c' exp(a[..,c'])`` over the last axis."""
+class Softmax(_AxisOp):
+    """``y[..,c,..] = exp(a[..,c,..]) / Σ_c' exp(a[..,c',..])`` along ``axis``."""
 
     kind_name = "softmax"
 
     def vjp(self, node, g, wanted):
         idx = letters_of(node)
-        s = contraction(Spec((idx, idx), idx[:-1]), [g, node])  # Σ_c g·y
-        return [make(_SOFTMAX_VJP, [node, g, s], [idx, idx, idx[:-1]], idx, node.shape)]
+        s = contraction(Spec((idx, idx), self._reduced(idx)), [g, node])  # Σ_c g·y
+        return [make(_SOFTMAX_VJP, [node, g, s], [idx, idx, self._reduced(idx)], idx, node.shape)]
 
     @staticmethod
-    def build(a, name=None):
-        return softmax(a, name=name)
+    def build(a, axis=-1, name=None):
+        return softmax(a, axis=axis, name=name)
 
 
 @saved_as("log_softmax")
-class LogSoftmax(_RowOp):
-    """``a - log Σ_c exp(a)`` over the last axis, computed stably."""
+class LogSoftmax(_AxisOp):
+    """``a - log Σ_c exp(a)`` along ``axis``, computed stably."""
 
     kind_name = "log_softmax"
 
     def vjp(self, node, g, wanted):
         idx = letters_of(node)
-        s = contraction(Spec((idx,), idx[:-1]), [g])  # Σ_c g
-        y = softmax(node.inputs[0])
-        return [make(_LOG_SOFTMAX_VJP, [y, g, s], [idx, idx, idx[:-1]], idx, node.shape)]
+        s = contraction(Spec((idx,), self._reduced(idx)), [g])  # Σ_c g
+        y = softmax(node.inputs[0], axis=self.axis)
+        return [make(_LOG_SOFTMAX_VJP, [y, g, s], [idx, idx, self._reduced(idx)], idx, node.shape)]
 
     @staticmethod
-    def build(a, name=None):
-        return log_softmax(a, name=name)
+    def build(a, axis=-1, name=None):
+        return log_softmax(a, axis=axis, name=name)
 
 
 @saved_as("one_hot")
@@ -117,16 +140,30 @@ class Argmax(Op):
         return argmax(inputs[0], name=name)
 
 
-def softmax(a: Node, name: str | None = None) -> Node:
-    """``exp(a) / Σ_c exp(a)`` over the last axis (computed with the row maximum subtracted)."""
+def _axis(op_name: str, a: Node, axis) -> int:
+    if isinstance(axis, Node):  # softmax(a, b): a second operand where the axis goes
+        raise GraphError(f"{op_name}: takes one operand; the axis must be an integer, got node {axis.name!r}")
+    if isinstance(axis, bool) or not isinstance(axis, int) or not -a.ndim <= axis < a.ndim:
+        raise ShapeError(f"{op_name}: axis {axis!r} is out of range for {a.name!r} of shape {format_shape(a.shape)}")
+    return axis % a.ndim
+
+
+def softmax(a: Node, axis: int = -1, name: str | None = None) -> Node:
+    """``exp(a) / Σ_c exp(a)`` along ``axis`` (the last by default), computed with the maximum
+    along it subtracted.
+
+    >>> import graphc as gc
+    >>> g = gc.Graph("s"); scores = g.input("scores", ("q", "k"))
+    >>> attention = gc.softmax(scores, axis=1)
+    """
     check_float("softmax", a)
-    return Node(a.graph, Softmax(), [a], a.shape, "float", name)
+    return Node(a.graph, Softmax(_axis("softmax", a, axis)), [a], a.shape, "float", name)
 
 
-def log_softmax(a: Node, name: str | None = None) -> Node:
-    """``a - log Σ_c exp(a)`` over the last axis, computed stably."""
+def log_softmax(a: Node, axis: int = -1, name: str | None = None) -> Node:
+    """``a - log Σ_c exp(a)`` along ``axis`` (the last by default), computed stably."""
     check_float("log_softmax", a)
-    return Node(a.graph, LogSoftmax(), [a], a.shape, "float", name)
+    return Node(a.graph, LogSoftmax(_axis("log_softmax", a, axis)), [a], a.shape, "float", name)
 
 
 def one_hot(labels: Node, classes, name: str | None = None) -> Node:
@@ -148,14 +185,17 @@ def argmax(a: Node, name: str | None = None) -> Node:
 # -- lowering, per backend ---------------------------------------------------------------------
 @lowering("array_api", Softmax, LogSoftmax)
 def _row_array_api(node, L):
-    return f"rt.{node.op.kind_name}(xp, {L.var(node.inputs[0])})"
+    return f"rt.{node.op.kind_name}(xp, {L.var(node.inputs[0])}, axis={node.op.axis})"
 
 
 @lowering("numpy", Softmax, LogSoftmax)
 def _row_numpy(node, L):
-    # rt.NpRowSoftmax holds the scratch for these logits' shape, made once in build()
     dest = L.output_buffer(node)
-    return [f"        {L.row_softmax(node)}.{node.op.kind_name}({L.var[id(node.inputs[0])]}, {dest})"]
+    a = L.var[id(node.inputs[0])]
+    if node.op.axis != node.ndim - 1:  # along another axis: the array-API helper, copied into place
+        return [f"        xp.copyto({dest}, rt.{node.op.kind_name}(xp, {a}, axis={node.op.axis}))"]
+    # rt.NpRowSoftmax holds the scratch for these logits' shape, made once in build()
+    return [f"        {L.row_softmax(node)}.{node.op.kind_name}({a}, {dest})"]
 
 
 @lowering("array_api", OneHot)

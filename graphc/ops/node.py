@@ -56,6 +56,7 @@ class Op:
     file_name: str | None = None
     file_arity: int | None = None
     file_fields: frozenset = frozenset()
+    file_optional: frozenset = frozenset()
     #: whether explain gives a node of this op a line of its own (constants are written inline)
     listed = True
 

@@ -228,7 +228,7 @@ def _build_node(graph: Graph, e: dict, built: dict, where: str) -> Node:
         raise SerializationError(f"{where}: unknown op {_short(op)}; known ops: {', '.join(FILE_OPS)}")
     cls = FILE_OPS[op]
     arity = cls.file_arity
-    _keys(e, _NODE_FIELDS | cls.file_fields, {"auto_name", "derived", "origin"}, where)
+    _keys(e, _NODE_FIELDS | cls.file_fields, {"auto_name", "derived", "origin"} | cls.file_optional, where)
     inputs = [_ref(i, built, where) for i in _list(e["inputs"], f"{where}: inputs")]
     if (not inputs) if arity is None else len(inputs) != arity:
         raise SerializationError(f"{where}: {op} takes {'one or more' if arity is None else arity} input(s), "

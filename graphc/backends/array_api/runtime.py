@@ -10,14 +10,14 @@ from __future__ import annotations
 from graphc.errors import BindingError, NumericsError
 
 
-def softmax(xp, a):
-    e = xp.exp(a - xp.max(a, axis=-1, keepdims=True))
-    return e / xp.sum(e, axis=-1, keepdims=True)
+def softmax(xp, a, axis: int = -1):
+    e = xp.exp(a - xp.max(a, axis=axis, keepdims=True))
+    return e / xp.sum(e, axis=axis, keepdims=True)
 
 
-def log_softmax(xp, a):
-    shifted = a - xp.max(a, axis=-1, keepdims=True)
-    return shifted - xp.log(xp.sum(xp.exp(shifted), axis=-1, keepdims=True))
+def log_softmax(xp, a, axis: int = -1):
+    shifted = a - xp.max(a, axis=axis, keepdims=True)
+    return shifted - xp.log(xp.sum(xp.exp(shifted), axis=axis, keepdims=True))
 
 
 def _batch(a) -> int:

@@ -50,7 +50,9 @@ def keep_softmax_with_loss(outputs: list, updates: list) -> tuple[list, list]:
     losses = {id(n.inputs[0]): n for n in order if isinstance(n.op, SoftmaxCrossEntropy)}
     pairs: dict[int, object] = {}
     for node in order:
-        loss = losses.get(id(node.inputs[0])) if isinstance(node.op, Softmax) else None
+        # (the loss's pass computes the softmax along the last axis)
+        loss = (losses.get(id(node.inputs[0])) if isinstance(node.op, Softmax) and node.op.axis == node.ndim - 1
+                else None)
         if loss is not None and id(loss) not in {id(v) for v in pairs.values()} \
                 and node not in toposort([loss]):  # the loss must not depend on the softmax
             pairs[id(node)] = loss

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import functools
 
-from graphc.backends.array_api.runtime import check_finite, check_labels, materialize  # noqa: F401 - used by code
+from graphc.backends.array_api.runtime import (  # noqa: F401 - called by the generated code
+    check_finite, check_labels, log_softmax, materialize, softmax,
+)
 from graphc.backends.numpy.blas import GemmAccumulate  # noqa: F401 - called by the generated code
 
 
