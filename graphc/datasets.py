@@ -263,6 +263,13 @@ def load_mnist(path: str | os.PathLike[str] | None = None, *, normalize: bool = 
     from ``path``, else ``$GRAPHC_DATA``, else the user cache; missing ones are downloaded
     into ``path`` or the cache (never into GRAPHC_DATA) when ``download``.  ``verify``
     checks canonical .gz files found on disk against their sha256.
+
+    >>> from graphc.datasets import load_mnist
+    >>> (x_train, t_train), (x_test, t_test) = load_mnist()  # from $GRAPHC_DATA, else the cache
+    >>> x_train.shape, x_train.dtype, t_train[:5]
+    ((60000, 784), dtype('float32'), array([5, 0, 4, 1, 9]))
+    >>> x_test.shape, float(x_test.min()), float(x_test.max())
+    ((10000, 784), 0.0, 1.0)
     """
     dtype = np.dtype(dtype)
     if normalize and not np.issubdtype(dtype, np.floating):

@@ -17,7 +17,16 @@ from graphc.errors import GraphcError
 
 
 class Evaluator:
-    """Accuracy over a whole set with a compiled ``argmax(logits)``, ``chunk`` rows a call."""
+    """Accuracy over a whole set with a compiled ``argmax(logits)``, ``chunk`` rows a call.
+
+    >>> import numpy as np, graphc as gc
+    >>> from graphc.evaluate import Evaluator
+    >>> g = gc.Graph("linear"); x = g.input("x", ("n", 2)); W = g.param("W", (2, 3))
+    >>> evaluator = Evaluator(x @ W, chunk=2)
+    >>> x_set = np.array([[1.0, 0.0], [0.0, 1.0], [2.0, 0.0]])
+    >>> evaluator.accuracy({"W": np.eye(2, 3)}, x_set, labels=np.array([0, 1, 1]))
+    0.6666666666666666
+    """
 
     def __init__(self, logits, chunk: int = 2_000, dtype=np.float32, input: str = "x"):
         from graphc.compiler import compile

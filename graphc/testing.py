@@ -39,6 +39,13 @@ def check_grads(output, wrt, values: Mapping, *, eps: float = 1e-6, rtol: float 
     entry of its Jacobian is exercised.  Returns ``{name: (symbolic, numeric)}``.
     Error measure: ``|sym - num| <= atol + rtol * max(max(|num|), 1)``, per variable.
     ``lowering`` picks the backend both functions are compiled for (see :func:`graphc.compile`).
+
+    >>> import numpy as np, graphc as gc
+    >>> g = gc.Graph("check"); x = g.input("x", (3,))
+    >>> report = gc.check_grads(gc.sum(gc.tanh(x)), [x], {"x": np.array([0.1, -0.5, 2.0])})
+    >>> symbolic, numeric = report["x"]
+    >>> bool(np.allclose(symbolic, 1 - np.tanh([0.1, -0.5, 2.0]) ** 2))
+    True
     """
     from graphc.compiler import compile, grad
     from graphc.ops.contraction import sum as total

@@ -342,7 +342,14 @@ def contraction(spec: Spec, operands: Sequence[Node], name: str | None = None,
 # -- the user-facing constructors -------------------------------------------------
 
 def einsum(spec: str, *operands: Node, name: str | None = None) -> Node:
-    """``einsum("nh,hc->nc", h, W2)``: any contraction in numpy's einsum notation."""
+    """``einsum("nh,hc->nc", h, W2)``: any contraction in numpy's einsum notation.
+
+    >>> import graphc as gc
+    >>> g = gc.Graph("einsum"); h = g.input("h", ("n", 50)); W2 = g.param("W2", (50, 10))
+    >>> print(gc.explain(gc.einsum("nh,hc->nc", h, W2, name="a")))
+    forward:
+      a[n,c] = Σ_h h[n,h]·W2[h,c]    (a = h·W2)
+    """
     if not operands:
         raise SpecError(f"einsum '{spec}': no operands given")
     graph = same_graph("einsum", [o for o in operands if isinstance(o, Node)] or list(operands))
@@ -351,7 +358,14 @@ def einsum(spec: str, *operands: Node, name: str | None = None) -> Node:
 
 
 def matmul(a, b, name: str | None = None) -> Node:
-    """``a @ b`` with numpy's rules for 1-D and batched operands (batch dims must match exactly)."""
+    """``a @ b`` with numpy's rules for 1-D and batched operands (batch dims must match exactly).
+
+    >>> import graphc as gc
+    >>> g = gc.Graph("matmul"); x = g.input("x", ("n", 3)); W = g.param("W", (3, 2))
+    >>> print(gc.explain(gc.matmul(x, W, name="y")))
+    forward:
+      y[n,j] = Σ_i x[n,i]·W[i,j]    (y = x·W)
+    """
     graph = same_graph("matmul", [x for x in (a, b) if isinstance(x, Node)])
     a, b = as_node(a, graph, "matmul"), as_node(b, graph, "matmul")
     if a.ndim == 0 or b.ndim == 0:
@@ -375,7 +389,13 @@ def matmul(a, b, name: str | None = None) -> Node:
 
 
 def transpose(x: Node, axes: Sequence[int] | None = None, name: str | None = None) -> Node:
-    """Permute axes (reverse them by default).  Never materialised: later contractions fold it in."""
+    """Permute axes (reverse them by default).  Never materialised: later contractions fold it in.
+
+    >>> import graphc as gc
+    >>> g = gc.Graph("transpose"); W = g.param("W", (3, 2))
+    >>> gc.transpose(W).shape, W.T.shape
+    ((2, 3), (2, 3))
+    """
     axes = tuple(range(x.ndim))[::-1] if axes is None else tuple(axes)
     if sorted(axes) != list(range(x.ndim)):
         raise ShapeError(f"transpose: axes {axes} are not a permutation of the {x.ndim} axes of {x.name!r} {format_shape(x.shape)}")
@@ -398,7 +418,14 @@ def _axes(x: Node, axis, op_name: str) -> tuple:
 
 
 def sum(x: Node, axis=None, name: str | None = None) -> Node:  # noqa: A001 - mirrors numpy
-    """Sum over ``axis`` (all axes by default): the contraction ``ij->j`` and friends."""
+    """Sum over ``axis`` (all axes by default): the contraction ``ij->j`` and friends.
+
+    >>> import graphc as gc
+    >>> g = gc.Graph("sum"); x = g.input("x", ("n", 3))
+    >>> print(gc.explain(gc.sum(x, 0, name="s")))
+    forward:
+      s[i] = Σ_n x[n,i]    (s = Σ_n x)
+    """
     axes = _axes(x, axis, "sum")
     letters = letters_for(x.shape, set())
     out = "".join(c for i, c in enumerate(letters) if i not in axes)
@@ -406,15 +433,36 @@ def sum(x: Node, axis=None, name: str | None = None) -> Node:  # noqa: A001 - mi
 
 
 def trace(x: Node, name: str | None = None) -> Node:
-    """Σ_i x[i,i]."""
+    """Σ_i x[i,i].
+
+    >>> import graphc as gc
+    >>> g = gc.Graph("trace"); A = g.input("A", (3, 3))
+    >>> print(gc.explain(gc.trace(A, name="t")))
+    forward:
+      t = Σ_i A[i,i]    (t = tr(A))
+    """
     return einsum("ii->", x, name=name)
 
 
 def diagonal(x: Node, name: str | None = None) -> Node:
-    """x[i,i] as a vector."""
+    """x[i,i] as a vector.
+
+    >>> import graphc as gc
+    >>> g = gc.Graph("diagonal"); A = g.input("A", (3, 3))
+    >>> print(gc.explain(gc.diagonal(A, name="d")))
+    forward:
+      d[i] = A[i,i]    (d = diag(A))
+    """
     return einsum("ii->i", x, name=name)
 
 
 def outer(a: Node, b: Node, name: str | None = None) -> Node:
-    """a[i]·b[j]."""
+    """a[i]·b[j].
+
+    >>> import graphc as gc
+    >>> g = gc.Graph("outer"); u = g.input("u", ("n",)); v = g.input("v", (4,))
+    >>> print(gc.explain(gc.outer(u, v, name="o")))
+    forward:
+      o[i,j] = u[i]·v[j]
+    """
     return einsum("i,j->ij", a, b, name=name)

@@ -76,6 +76,16 @@ def softmax_cross_entropy(a: Node, t: Node, name: str | None = None) -> Node:
 
     ``t`` is either float targets of ``a``'s shape (one-hot rows, or rows summing to 1)
     or integer labels of shape ``a.shape[:-1]`` (declare them with ``kind="int"``).
+
+    >>> import numpy as np, graphc as gc
+    >>> g = gc.Graph("loss"); a = g.input("a", ("n", 10)); t = g.input("t", ("n", 10))
+    >>> loss = gc.softmax_cross_entropy(a, t)
+    >>> print(gc.explain(gc.grad(loss, [a])))
+    backward:
+      softmax_a[n,i] = softmax(a[n,i])
+      da[n,i] = (-t[n,i] + softmax_a[n,i])/|n|
+    >>> round(float(gc.compile(loss)(a=np.zeros((2, 10)), t=np.eye(10)[[3, 7]])), 4)  # log 10
+    2.3026
     """
     check_float("softmax_cross_entropy", a)
     if not isinstance(t, Node):

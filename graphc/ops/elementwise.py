@@ -350,54 +350,202 @@ MINIMUM = ElementwiseFn("minimum", 2, lambda a, b: _sympy().Piecewise((a, a <= b
 
 
 def add(a, b, name=None):
+    """``a + b`` elementwise; a lower-rank operand is broadcast over the leading dims, explicitly.
+
+    >>> import graphc as gc
+    >>> g = gc.Graph("add"); x = g.input("x", ("n", 3)); b = g.param("b", (3,))
+    >>> y = gc.add(x, b, name="y"); dy = g.input("dy", ("n", 3))
+    >>> dx, db = gc.grad(y, [x, b], seed=dy)
+    >>> print(gc.explain([y, db], forward=True))
+    forward:
+      y[n,i] = b[i] + x[n,i]
+    backward:
+      db[i] = Σ_n dy[n,i]    (db = Σ_n dy)
+    >>> dx is dy  # the gradient passes on unchanged
+    True
+    """
     return apply(ADD, (a, b), name)
 
 
 def sub(a, b, name=None):
+    """``a - b`` elementwise (also ``a - b`` on nodes).
+
+    >>> import graphc as gc
+    >>> g = gc.Graph("sub"); a = g.input("a", ("n",)); b = g.input("b", ("n",))
+    >>> y = gc.sub(a, b, name="y")
+    >>> print(gc.explain([y, *gc.grad(y, [a, b], seed=g.input("dy", ("n",)))], forward=True))
+    forward:
+      y[n] = -b[n] + a[n]
+    backward:
+      db[n] = -dy[n]
+    """
     return apply(SUB, (a, b), name)
 
 
 def mul(a, b, name=None):
+    """``a·b`` elementwise (also ``a * b`` on nodes): each operand's gradient is the other times the incoming one.
+
+    >>> import graphc as gc
+    >>> g = gc.Graph("mul"); a = g.input("a", ("n",)); b = g.input("b", ("n",))
+    >>> y = gc.mul(a, b, name="y")
+    >>> print(gc.explain([y, *gc.grad(y, [a, b], seed=g.input("dy", ("n",)))], forward=True))
+    forward:
+      y[n] = a[n]·b[n]
+    backward:
+      da[n] = b[n]·dy[n]
+      db[n] = a[n]·dy[n]
+    """
     return apply(MUL, (a, b), name)
 
 
 def div(a, b, name=None):
+    """``a / b`` elementwise (also ``a / b`` on nodes).
+
+    >>> import graphc as gc
+    >>> g = gc.Graph("div"); a = g.input("a", ("n",)); b = g.input("b", ("n",))
+    >>> y = gc.div(a, b, name="y")
+    >>> print(gc.explain([y, *gc.grad(y, [a, b], seed=g.input("dy", ("n",)))], forward=True))
+    forward:
+      y[n] = a[n]/b[n]
+    backward:
+      da[n] = dy[n]/b[n]
+      db[n] = -a[n]·dy[n]/b[n]**2
+    """
     return apply(DIV, (a, b), name)
 
 
 def neg(a, name=None):
+    """``-a`` elementwise (also ``-a`` on nodes).
+
+    >>> import graphc as gc
+    >>> g = gc.Graph("neg"); a = g.input("a", ("n",)); dy = g.input("dy", ("n",))
+    >>> y = gc.neg(a, name="y")
+    >>> print(gc.explain([y, *gc.grad(y, [a], seed=dy)], forward=True))
+    forward:
+      y[n] = -a[n]
+    backward:
+      da[n] = -dy[n]
+    """
     return apply(NEG, (a,), name)
 
 
 def power(a, exponent, name=None):
+    """``a ** exponent`` elementwise; ``exponent`` a node or a number (also ``a ** k`` on nodes).
+
+    >>> import graphc as gc
+    >>> g = gc.Graph("power"); a = g.input("a", ("n",)); dy = g.input("dy", ("n",))
+    >>> y = gc.power(a, 3, name="y")
+    >>> print(gc.explain([y, *gc.grad(y, [a], seed=dy)], forward=True))
+    forward:
+      y[n] = a[n]**3
+    backward:
+      da[n] = 3·a[n]**2·dy[n]
+    """
     return apply(POW, (a, exponent), name)
 
 
 def exp(a, name=None):
+    """``exp(a)`` elementwise; its derivative reuses the output: ``da = dy·y``.
+
+    >>> import graphc as gc
+    >>> g = gc.Graph("exp"); a = g.input("a", ("n",)); dy = g.input("dy", ("n",))
+    >>> y = gc.exp(a, name="y")
+    >>> print(gc.explain([y, *gc.grad(y, [a], seed=dy)], forward=True))
+    forward:
+      y[n] = exp(a[n])
+    backward:
+      da[n] = dy[n]·y[n]
+    """
     return apply(EXP, (a,), name)
 
 
 def log(a, name=None):
+    """The natural logarithm elementwise.
+
+    >>> import graphc as gc
+    >>> g = gc.Graph("log"); a = g.input("a", ("n",)); dy = g.input("dy", ("n",))
+    >>> y = gc.log(a, name="y")
+    >>> print(gc.explain([y, *gc.grad(y, [a], seed=dy)], forward=True))
+    forward:
+      y[n] = log(a[n])
+    backward:
+      da[n] = dy[n]/a[n]
+    """
     return apply(LOG, (a,), name)
 
 
 def sqrt(a, name=None):
+    """The square root elementwise; its derivative is written in the output.
+
+    >>> import graphc as gc
+    >>> g = gc.Graph("sqrt"); a = g.input("a", ("n",)); dy = g.input("dy", ("n",))
+    >>> y = gc.sqrt(a, name="y")
+    >>> print(gc.explain([y, *gc.grad(y, [a], seed=dy)], forward=True))
+    forward:
+      y[n] = sqrt(a[n])
+    backward:
+      da[n] = dy[n]/(2·Abs(y[n]))
+    """
     return apply(SQRT, (a,), name)
 
 
 def tanh(a, name=None):
+    """``tanh(a)`` elementwise; its derivative reuses the output: ``1 - y²``.
+
+    >>> import graphc as gc
+    >>> g = gc.Graph("tanh"); a = g.input("a", ("n",)); dy = g.input("dy", ("n",))
+    >>> y = gc.tanh(a, name="y")
+    >>> print(gc.explain([y, *gc.grad(y, [a], seed=dy)], forward=True))
+    forward:
+      y[n] = tanh(a[n])
+    backward:
+      da[n] = (1 - y[n]**2)·dy[n]
+    """
     return apply(TANH, (a,), name)
 
 
 def sigmoid(a, name=None):
+    """The logistic function ``1/(1 + exp(-a))`` elementwise.
+
+    >>> import graphc as gc
+    >>> g = gc.Graph("sigmoid"); a = g.input("a", ("n",)); dy = g.input("dy", ("n",))
+    >>> y = gc.sigmoid(a, name="y")
+    >>> print(gc.explain([y, *gc.grad(y, [a], seed=dy)], forward=True))
+    forward:
+      y[n] = 1/(1 + exp(-a[n]))
+    backward:
+      da[n] = dy[n]/(2·(1 + cosh(a[n])))
+    """
     return apply(SIGMOID, (a,), name)
 
 
 def relu(a, name=None):
+    """``max(a, 0)`` elementwise: ``relu(0) = 0``, with gradient 0 there (the seed's Relu).
+
+    >>> import graphc as gc
+    >>> g = gc.Graph("relu"); a = g.input("a", ("n",)); dy = g.input("dy", ("n",))
+    >>> y = gc.relu(a, name="y")
+    >>> print(gc.explain([y, *gc.grad(y, [a], seed=dy)], forward=True))
+    forward:
+      y[n] = a[n]·[a[n] > 0]
+    backward:
+      da[n] = dy[n]·[a[n] > 0]
+    """
     return apply(RELU, (a,), name)
 
 
 def step(a, name=None):
+    """``[a > 0]`` elementwise: 1 where positive, else 0; its gradient is 0 everywhere.
+
+    >>> import graphc as gc
+    >>> g = gc.Graph("step"); a = g.input("a", ("n",)); dy = g.input("dy", ("n",))
+    >>> y = gc.step(a, name="y")
+    >>> print(gc.explain([y, *gc.grad(y, [a], seed=dy)], forward=True))
+    forward:
+      y[n] = [a[n] > 0]
+    backward:
+      da[n] = 0
+    """
     return apply(STEP, (a,), name)
 
 
@@ -412,10 +560,29 @@ def maximum(a, b, name=None):
 
 
 def minimum(a, b, name=None):
-    """The smaller of ``a`` and ``b`` elementwise; at a tie each side gets half the gradient (torch's rule)."""
+    """The smaller of ``a`` and ``b`` elementwise; at a tie each side gets half the gradient (torch's rule).
+
+    >>> import graphc as gc
+    >>> g = gc.Graph("minimum"); a = g.input("a", ("n",)); b = g.input("b", ("n",))
+    >>> y = gc.minimum(a, b, name="y")
+    >>> print(gc.explain([y, *gc.grad(y, [a, b], seed=g.input("dy", ("n",)))], forward=True))
+    forward:
+      y[n] = (a[n] if a[n] <= b[n] else b[n])
+    backward:
+      da[n] = (dy[n] if a[n] < b[n] else dy[n]/2 if a[n] = b[n] else 0)
+      db[n] = (dy[n] if a[n] > b[n] else dy[n]/2 if a[n] = b[n] else 0)
+    """
     return apply(MINIMUM, (a, b), name)
 
 
 def copy(a, n: int = 2):
-    """The seed's Copy node: ``n`` uses of ``a`` whose gradients add up."""
+    """The seed's Copy node: ``n`` uses of ``a`` whose gradients add up.
+
+    >>> import graphc as gc
+    >>> g = gc.Graph("copy"); a = g.input("a", ("n",))
+    >>> a1, a2 = gc.copy(a)
+    >>> print(gc.explain(gc.grad(gc.sum(a1 * a2), [a])))
+    backward:
+      da[i] = 2·a[i]
+    """
     return tuple(apply(COPY, (a,)) for _ in range(n))

@@ -161,13 +161,27 @@ def softmax(a: Node, axis: int = -1, name: str | None = None) -> Node:
 
 
 def log_softmax(a: Node, axis: int = -1, name: str | None = None) -> Node:
-    """``a - log Σ_c exp(a)`` along ``axis`` (the last by default), computed stably."""
+    """``a - log Σ_c exp(a)`` along ``axis`` (the last by default), computed stably.
+
+    >>> import numpy as np, graphc as gc
+    >>> g = gc.Graph("log_softmax"); a = g.input("a", ("n", 3))
+    >>> fn = gc.compile(gc.log_softmax(a))
+    >>> np.exp(fn(a=np.array([[0.0, 0.0, np.log(2.0)]])))
+    array([[0.25, 0.25, 0.5 ]])
+    """
     check_float("log_softmax", a)
     return Node(a.graph, LogSoftmax(_axis("log_softmax", a, axis)), [a], a.shape, "float", name)
 
 
 def one_hot(labels: Node, classes, name: str | None = None) -> Node:
-    """``labels`` (an integer node) as one-hot float rows of ``classes`` entries."""
+    """``labels`` (an integer node) as one-hot float rows of ``classes`` entries.
+
+    >>> import numpy as np, graphc as gc
+    >>> g = gc.Graph("one_hot"); labels = g.input("labels", ("n",), kind="int")
+    >>> gc.compile(gc.one_hot(labels, 4))(labels=np.array([2, 0]))
+    array([[0., 0., 1., 0.],
+           [1., 0., 0., 0.]])
+    """
     if not isinstance(labels, Node) or labels.kind != "int":
         raise GraphError(f"one_hot: labels must be an integer node (g.input(name, shape, kind='int')), got {labels!r}")
     (classes,) = check_shape((classes,), f"one_hot of {labels.name!r}: classes")
@@ -177,7 +191,13 @@ def one_hot(labels: Node, classes, name: str | None = None) -> Node:
 
 
 def argmax(a: Node, name: str | None = None) -> Node:
-    """Class predictions: argmax over the last axis (integer node)."""
+    """Class predictions: argmax over the last axis (integer node).
+
+    >>> import numpy as np, graphc as gc
+    >>> g = gc.Graph("argmax"); a = g.input("a", ("n", 3))
+    >>> gc.compile(gc.argmax(a))(a=np.array([[0.1, 0.7, 0.2], [0.5, 0.2, 0.3]]))
+    array([1, 0])
+    """
     check_float("argmax", a)
     return Node(a.graph, Argmax(), [a], a.shape[:-1], "int", name)
 

@@ -108,7 +108,14 @@ class Op:
 
 
 class Node:
-    """One value in the graph; immutable (see the module docstring for what lives beside it)."""
+    """One value in the graph; immutable (see the module docstring for what lives beside it).
+
+    >>> import graphc as gc
+    >>> g = gc.Graph("node"); x = g.input("x", ("n", 3))
+    >>> y = (2 * x).rename("y")
+    >>> y.name, y.shape, y.kind
+    ('y', ('n', 3), 'float')
+    """
 
     __slots__ = ("graph", "op", "inputs", "shape", "kind", "id", "derived", "__weakref__")
     # numpy defers to the node's operators (np.float32(2) * x is x's __rmul__), never

@@ -14,7 +14,15 @@ from graphc.ops.node import Node
 
 
 def mean(x: Node, axis=None, name: str | None = None) -> Node:
-    """Mean over ``axis``: the sum divided by the (possibly symbolic) number of summed items."""
+    """Mean over ``axis``: the sum divided by the (possibly symbolic) number of summed items.
+
+    >>> import graphc as gc
+    >>> g = gc.Graph("mean"); x = g.input("x", ("n", 3))
+    >>> print(gc.explain(gc.mean(x, 0, name="m")))
+    forward:
+      sum1[i] = Σ_n x[n,i]    (sum1 = Σ_n x)
+      m[i] = sum1[i]/|n|
+    """
     axes = _axes(x, axis, "mean")
     total = contraction.sum(x, axes)
     for k, a in enumerate(axes):

@@ -27,6 +27,13 @@ def save_arrays(path, arrays: dict, *, meta: dict | None = None, compress: bool 
     """Write ``arrays`` (name -> array) and JSON ``meta`` to an ``.npz`` archive, atomically.
 
     Object arrays are refused: they could only be stored as pickles, which are code.
+
+    >>> import os, tempfile, numpy as np
+    >>> from graphc.serialize import load_arrays, save_arrays
+    >>> path = os.path.join(tempfile.mkdtemp(), "params.npz")
+    >>> save_arrays(path, {"b": np.arange(3.0)}, meta={"step": 600})
+    >>> load_arrays(path)
+    ({'b': array([0., 1., 2.])}, {'step': 600})
     """
     if not isinstance(arrays, dict):
         raise SerializationError(f"arrays must be a dict of name -> array, got {type(arrays).__name__}")
@@ -100,6 +107,15 @@ def load_arrays(path) -> tuple[dict, Any]:
     object (pickled) array, or whose members' headers promise other sizes than the members
     hold raises :class:`SerializationError`, before any array is allocated; so do paths that
     are not regular files.  At most ``MAX_BYTES`` are read.
+
+    >>> import io, numpy as np
+    >>> from graphc.serialize import load_arrays, save_arrays
+    >>> buffer = io.BytesIO()
+    >>> np.savez(buffer, W=np.eye(2))
+    >>> arrays, meta = load_arrays(io.BytesIO(buffer.getvalue()))
+    >>> arrays["W"], meta
+    (array([[1., 0.],
+           [0., 1.]]), None)
     """
     f = path if hasattr(path, "read") else open_regular_file(path, SerializationError, ".npz archive")
     arrays = {}

@@ -14,6 +14,13 @@ def atomic_write(path, write_fn: Callable[[Any], None]) -> None:
     The temp file is flushed and fsync-ed, ``os.replace``-d onto ``path`` (atomic), and the
     directory fsync-ed (best effort), so readers see the old file or the new one, never a
     torn one.  If ``write_fn`` raises, the temp file is removed and ``path`` is untouched.
+
+    >>> import os, tempfile
+    >>> from graphc.serialize import atomic_write
+    >>> path = os.path.join(tempfile.mkdtemp(), "note.txt")
+    >>> atomic_write(path, lambda f: f.write(b"hello"))
+    >>> open(path, "rb").read()
+    b'hello'
     """
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))

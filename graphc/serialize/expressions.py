@@ -48,7 +48,15 @@ def _atom_table() -> dict:
 
 
 def expr_to_json(expr, declared=()) -> list:
-    """A sympy expression as a nested JSON list; symbols in ``declared`` are written by name only."""
+    """A sympy expression as a nested JSON list; symbols in ``declared`` are written by name only.
+
+    >>> import sympy
+    >>> from graphc.serialize import expr_from_json, expr_to_json
+    >>> x = sympy.Symbol("x", real=True)
+    >>> tree = expr_to_json(sympy.tanh(x) + 1, declared=[x])
+    >>> tree
+    ['Add', ['Integer', 1], ['tanh', ['Symbol', 'x']]]
+    """
     sp = _sp()
     if isinstance(expr, sp.Symbol):
         if expr in declared:
@@ -88,6 +96,12 @@ def expr_from_json(tree, declared: dict | None = None, depth: int = 0):
     """Rebuild an expression from :func:`expr_to_json`'s tree, with whitelisted constructors only.
 
     ``declared`` maps names to the symbols that ``["Symbol", name]`` may refer to.
+
+    >>> import sympy
+    >>> from graphc.serialize import expr_from_json, expr_to_json
+    >>> x = sympy.Symbol("x", real=True)
+    >>> expr_from_json(expr_to_json(x * sympy.exp(-x), declared=[x]), {"x": x})
+    x*exp(-x)
     """
     sp = _sp()
     if depth > MAX_EXPR_DEPTH:

@@ -92,7 +92,15 @@ def _op_fields(node: Node) -> dict:
 
 
 def graph_to_dict(outputs, *, name: str | None = None) -> dict:
-    """The JSON-ready dict of the module docstring: all leaves, then the outputs' nodes in topological order."""
+    """The JSON-ready dict of the module docstring: all leaves, then the outputs' nodes in topological order.
+
+    >>> import graphc as gc
+    >>> from graphc.serialize import graph_to_dict
+    >>> g = gc.Graph("g"); x = g.input("x", ("n",))
+    >>> d = graph_to_dict(gc.tanh(x, name="y"))
+    >>> d["format"], [leaf["name"] for leaf in d["leaves"]]
+    ('graphc-graph', ['x'])
+    """
     from graphc.compiler.walk import toposort
 
     outs = _outputs(outputs)
@@ -134,7 +142,16 @@ def _dumps(d: dict) -> str:
 
 
 def save_graph(outputs, path_or_file, *, name: str | None = None) -> None:
-    """Save the graph computing ``outputs`` (a node or a list) to a path (atomically) or an open file."""
+    """Save the graph computing ``outputs`` (a node or a list) to a path (atomically) or an open file.
+
+    >>> import os, tempfile, graphc as gc
+    >>> g = gc.Graph("saved"); x = g.input("x", ("n",))
+    >>> path = os.path.join(tempfile.mkdtemp(), "tanh.json")
+    >>> gc.save_graph(gc.tanh(x, name="y"), path)
+    >>> graph, (y,) = gc.load_graph(path)
+    >>> y.name, y.shape
+    ('y', ('n',))
+    """
     text = _dumps(graph_to_dict(outputs, name=name))
     if hasattr(path_or_file, "write"):
         try:
@@ -252,7 +269,15 @@ def _build_node(graph: Graph, e: dict, built: dict, where: str) -> Node:
 
 
 def graph_from_dict(d) -> tuple[Graph, list[Node]]:
-    """Rebuild ``(graph, outputs)`` from :func:`graph_to_dict`'s dict, checking every field."""
+    """Rebuild ``(graph, outputs)`` from :func:`graph_to_dict`'s dict, checking every field.
+
+    >>> import graphc as gc
+    >>> from graphc.serialize import graph_from_dict, graph_to_dict, graphs_equal
+    >>> g = gc.Graph("g"); x = g.input("x", ("n",)); y = gc.tanh(x, name="y")
+    >>> graph, outputs = graph_from_dict(graph_to_dict(y))
+    >>> graphs_equal(y, outputs)
+    True
+    """
     if not isinstance(d, dict) or d.get("format") != FORMAT:
         got = d.get("format") if isinstance(d, dict) else d
         raise SerializationError(f"not a graphc graph file: format is {_short(got)}, expected {FORMAT!r}")
@@ -314,7 +339,17 @@ def _no_constant(name: str):
 
 
 def load_graph(path_or_file) -> tuple[Graph, list[Node]]:
-    """Read a graph file (a path or an open file) and rebuild ``(graph, outputs)``; never executes code."""
+    """Read a graph file (a path or an open file) and rebuild ``(graph, outputs)``; never executes code.
+
+    >>> import io, graphc as gc
+    >>> g = gc.Graph("saved"); x = g.input("x", ("n", 3)); W = g.param("W", (3, 2))
+    >>> buffer = io.BytesIO()
+    >>> gc.save_graph(gc.matmul(x, W, name="y"), buffer)
+    >>> graph, (y,) = gc.load_graph(io.BytesIO(buffer.getvalue()))
+    >>> print(gc.explain(y))
+    forward:
+      y[n,j] = Σ_i x[n,i]·W[i,j]    (y = x·W)
+    """
     if hasattr(path_or_file, "read"):
         raw = path_or_file.read(MAX_BYTES + 1)
     else:
@@ -347,6 +382,14 @@ def graph_difference(a, b) -> str | None:
     Equal means: the same leaves (names, input/param, shapes, kinds, in order), the same
     outputs, and node by node the same op with equal fields, shape, kind, name and wiring,
     including which nodes are shared.  Node ids and the graph's name are not compared.
+
+    >>> import graphc as gc
+    >>> from graphc.serialize import graph_difference
+    >>> g, h = gc.Graph("g"), gc.Graph("h")
+    >>> print(graph_difference(gc.tanh(g.input("x", ("n",))), gc.tanh(h.input("x", ("n",)))))
+    None
+    >>> print(graph_difference(g.input("u", (2,)), h.input("u", (3,))))  # doctest: +ELLIPSIS
+    the leaves differ: ...
     """
     a, b = _outputs(a), _outputs(b)
     leaves = [[(n.name, type(n.op).__name__, n.shape, n.kind) for n in o[0].graph.leaves.values()] for o in (a, b)]
@@ -371,5 +414,14 @@ def graph_difference(a, b) -> str | None:
 
 
 def graphs_equal(a, b) -> bool:
-    """Whether two graphs' outputs are structurally equal (see :func:`graph_difference`)."""
+    """Whether two graphs' outputs are structurally equal (see :func:`graph_difference`).
+
+    >>> import graphc as gc
+    >>> from graphc.serialize import graphs_equal
+    >>> g, h = gc.Graph("g"), gc.Graph("h")
+    >>> graphs_equal(gc.tanh(g.input("x", ("n",))), gc.tanh(h.input("x", ("n",))))
+    True
+    >>> graphs_equal(gc.tanh(g.input("u", ("n",))), gc.exp(h.input("u", ("n",))))
+    False
+    """
     return graph_difference(a, b) is None
