@@ -1,4 +1,4 @@
-"""``graphc`` on the command line: ``graphc train-mnist`` and ``graphc explain-mnist``."""
+"""``graphc`` on the command line: ``graphc train-mnist``, ``graphc explain-mnist`` and ``graphc explain FILE.json``."""
 
 from __future__ import annotations
 
@@ -85,6 +85,95 @@ def _train_parser(sub) -> None:
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.npz if it exists")
 
 
+def _explain_parser(sub) -> None:
+    p = sub.add_parser("explain", help="print the derivation of a graph saved with graphc.save_graph",
+                       description="Print the derivation of a saved graph: its saved gradients with their forward "
+                                   "section, or else the gradient of its first scalar float output (the loss).")
+    p.add_argument("file", metavar="FILE.json", help="a graph file written by graphc.save_graph")
+    p.add_argument("--wrt", metavar="NAMES", help="comma-separated leaf names to differentiate the loss with respect "
+                                                  "to (default: the saved gradients, else every param)")
+    p.add_argument("--steps", action="store_true", help="show the Kronecker-delta derivation of each contraction")
+    p.add_argument("--latex", action="store_true", help="LaTeX instead of text")
+    p.add_argument("--html", metavar="OUT.html", help="also write the derivation as one self-contained HTML page "
+                                                      "(MathML, the graph picture, the generated source)")
+
+
+def _saved_derivation(path: str, wrt: str | None) -> list:
+    """The nodes ``graphc explain`` shows: the file's saved gradients, or the gradient of its loss."""
+    import graphc as gc
+    from graphc.errors import GraphError, SerializationError
+    from graphc.ops.indices import format_shape
+    from graphc.serialize import load_graph
+
+    try:
+        graph, outputs = load_graph(path)
+    except SerializationError as exc:  # say which file, as the reader does for a missing one
+        raise exc if str(exc).startswith(path) else SerializationError(f"{path}: {exc}") from None
+    derived = [n for n in outputs if n.derived]
+    if derived and wrt is None:
+        return derived
+    losses = [n for n in outputs if not n.derived and n.shape == () and n.kind == "float"]
+    if not losses:
+        listed = ", ".join(f"{n.name} {format_shape(n.shape)} {n.kind}" for n in outputs) or "none"
+        raise GraphError(f"{path}: nothing to explain: no saved gradients and no scalar float output to "
+                         f"differentiate (outputs: {listed})")
+    leaves = ", ".join(graph.leaves) or "none"
+    if wrt is None:
+        targets = graph.params
+        if not targets:
+            raise GraphError(f"{path}: graph {graph.name!r} has no params to differentiate {losses[0].name!r} "
+                             f"with respect to; name leaves with --wrt (leaves: {leaves})")
+    else:
+        names = [w.strip() for w in wrt.split(",") if w.strip()]
+        unknown = [w for w in names if w not in graph.leaves]
+        if unknown or not names:
+            what = f"unknown leaf name(s) {', '.join(map(repr, unknown))}" if unknown else "no leaf names given"
+            raise GraphError(f"--wrt: {what}; graph {graph.name!r} has the leaves {leaves}")
+        targets = [graph.leaves[w] for w in names]
+    return gc.grad(losses[0], targets)
+
+
+def _explain_file(args) -> None:
+    import graphc as gc
+    from graphc.serialize import atomic_write
+
+    nodes = _saved_derivation(args.file, args.wrt)
+    print(gc.explain(nodes, forward=True, steps=args.steps, latex=args.latex))
+    if args.html:
+        page = gc.explain(nodes, forward=True, steps=args.steps, html=True).encode("utf-8")
+        try:
+            atomic_write(args.html, lambda f: f.write(page))
+        except OSError as exc:
+            raise GraphcError(f"cannot write {args.html}: {exc.strerror or exc}") from None
+        print(f"graphc: wrote {args.html}", file=sys.stderr)
+
+
+def _draw_parser(sub) -> None:
+    p = sub.add_parser("draw", help="draw a graph saved with graphc.save_graph (SVG, PNG or DOT)",
+                       description="Draw a saved graph with Graphviz: its saved outputs, and, when none is a "
+                                   "gradient, the gradients of its first scalar output with respect to every param.")
+    p.add_argument("file", metavar="FILE.json", help="a graph file written by graphc.save_graph")
+    p.add_argument("-o", "--output", required=True, metavar="OUT", help="the picture: OUT.svg, OUT.png or OUT.dot")
+    p.add_argument("--no-backward", action="store_true", help="the forward graph only, no gradient nodes")
+
+
+def _draw_file(args) -> None:
+    import graphc as gc
+    from graphc.compiler.explain.draw import DotNotFound
+    from graphc.serialize import load_graph
+
+    graph, outputs = load_graph(args.file)
+    nodes = list(outputs)
+    losses = [n for n in outputs if n.shape == () and n.kind == "float"]
+    if not args.no_backward and not any(n.derived for n in outputs) and losses and graph.params:
+        nodes += gc.grad(losses[0], graph.params)
+    try:
+        gc.draw(nodes, backward=not args.no_backward).save(args.output)
+    except DotNotFound as exc:  # the DOT text needs no Graphviz
+        raise DotNotFound(f"{exc}; `-o OUT.dot` writes the DOT text without it") from None
+    print(f"graphc: wrote {args.output}", file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="graphc", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -93,6 +182,8 @@ def main(argv: list[str] | None = None) -> int:
     ex.add_argument("--steps", action="store_true", help="show the Kronecker-delta derivation of each contraction")
     ex.add_argument("--latex", action="store_true", help="LaTeX instead of text")
     ex.add_argument("--source", action="store_true", help="also print the generated training-step source")
+    _explain_parser(sub)
+    _draw_parser(sub)
     args = parser.parse_args(argv)
     try:
         if args.command == "train-mnist":
@@ -117,6 +208,10 @@ def main(argv: list[str] | None = None) -> int:
             print(gc.explain(grads, forward=True, steps=args.steps, latex=args.latex))
             if args.source:
                 print(gc.compile([net.loss, *grads], name="two_layer_net").source)
+        elif args.command == "explain":
+            _explain_file(args)
+        elif args.command == "draw":
+            _draw_file(args)
     except GraphcError as exc:
         print(f"graphc: error: {exc}", file=sys.stderr)
         return 2

@@ -60,7 +60,16 @@ def _apply(fn: ElementwiseFn, nodes: Sequence[Node], like: Node) -> Node:
 
 @dataclass
 class SGD(Optimizer):
-    """``p ← p - lr·g`` (the seed's update); ``g`` arrives already scaled by lr (grad_scale)."""
+    """``p ← p - lr·g`` (the seed's update); ``g`` arrives already scaled by lr (grad_scale).
+
+    >>> import numpy as np, graphc as gc
+    >>> from graphc.optim import SGD, TrainStep
+    >>> g = gc.Graph("fit"); x = g.input("x", ("n", 2)); w = g.param("w", (2,))
+    >>> w0 = np.zeros(2)
+    >>> step = TrainStep(gc.mean((x @ w - 1.0) ** 2), {"w": w0}, SGD(lr=0.5))
+    >>> float(step(x=np.eye(2))), w0  # the loss before the step; w0 updated in place
+    (1.0, array([0.5, 0.5]))
+    """
 
     lr: float = 0.1
 
@@ -74,7 +83,18 @@ class SGD(Optimizer):
 
 @dataclass
 class Momentum(Optimizer):
-    """``v ← μ·v - lr·g;  p ← p + v``; ``g`` arrives already scaled by lr (grad_scale)."""
+    """``v ← μ·v - lr·g;  p ← p + v``; ``g`` arrives already scaled by lr (grad_scale).
+
+    >>> import numpy as np, graphc as gc
+    >>> from graphc.optim import Momentum, TrainStep
+    >>> g = gc.Graph("fit"); x = g.input("x", ("n", 2)); w = g.param("w", (2,))
+    >>> w0 = np.zeros(2)
+    >>> step = TrainStep(gc.mean((x @ w - 1.0) ** 2), {"w": w0}, Momentum(lr=0.5, momentum=0.5))
+    >>> for _ in range(2):
+    ...     _ = step(x=np.eye(2))
+    >>> w0, step.state["w.velocity"]
+    (array([1., 1.]), array([0.5, 0.5]))
+    """
 
     lr: float = 0.1
     momentum: float = 0.9
@@ -94,7 +114,17 @@ class Momentum(Optimizer):
 
 @dataclass
 class Adam(Optimizer):
-    """Adam (Kingma & Ba): moments m, v; step size ``lr·√(1-β2ᵗ)/(1-β1ᵗ)`` passed per step."""
+    """Adam (Kingma & Ba): moments m, v; step size ``lr·√(1-β2ᵗ)/(1-β1ᵗ)`` passed per step.
+
+    >>> import numpy as np, graphc as gc
+    >>> from graphc.optim import Adam, TrainStep
+    >>> g = gc.Graph("fit"); x = g.input("x", ("n", 2)); w = g.param("w", (2,))
+    >>> w0 = np.zeros(2)
+    >>> step = TrainStep(gc.mean((x @ w - 1.0) ** 2), {"w": w0}, Adam(lr=0.01))
+    >>> _ = step(x=np.eye(2))
+    >>> np.round(w0, 6)  # the first step moves each entry by about lr
+    array([0.01, 0.01])
+    """
 
     lr: float = 0.001
     beta1: float = 0.9
@@ -124,6 +154,12 @@ OPTIMIZERS = {"sgd": SGD, "momentum": Momentum, "adam": Adam}
 
 
 def make_optimizer(name: str, **hyper) -> Optimizer:
+    """The optimizer named ``name`` (``"sgd"``, ``"momentum"`` or ``"adam"``) with its hyperparameters.
+
+    >>> from graphc.optim import make_optimizer
+    >>> make_optimizer("momentum", lr=0.05)
+    Momentum(lr=0.05, momentum=0.9)
+    """
     try:
         return OPTIMIZERS[name](**hyper)
     except KeyError:
@@ -144,8 +180,8 @@ class TrainStep:
     >>> from graphc.optim import SGD, TrainStep
     >>> g = gc.Graph("fit"); x = g.input("x", ("n", 3)); w = g.param("w", (3,))
     >>> step = TrainStep(((x @ w) ** 2).mean(), {"w": np.ones(3)}, SGD(lr=0.1))
-    >>> round(float(step(x=np.eye(3))), 6)
-    0.333333
+    >>> float(step(x=np.eye(3)))  # the loss before the update: mean((x·w)²) with w = 1
+    1.0
     """
 
     loss: Node
@@ -233,6 +269,16 @@ class TrainStep:
     @property
     def source(self) -> str:
         return self.fn.source
+
+    def _repr_html_(self) -> str:  # Jupyter: the signature, the params it updates, the highlighted source
+        from graphc.compiler.explain.display import train_step_html
+
+        return train_step_html(self)
+
+    def _repr_markdown_(self) -> str:
+        from graphc.compiler.explain.display import train_step_markdown
+
+        return train_step_markdown(self)
 
     def __call__(self, inputs: Mapping | None = None, **kw) -> float:
         """One step on a batch given by name (``step(x=xb, t=tb)``); returns the loss.

@@ -190,3 +190,24 @@ def test_constants_print_as_their_values():
     assert "= b[i]·2.5" in gc.explain(gc.einsum("i,->i", b, 2.5), forward=True)
     text = gc.explain(gc.grad(gc.einsum("ni,->", x, 3.0), x))
     assert "3.0" in text and "const" not in text
+
+
+# -- what Jupyter shows (more in test_notebook.py) -------------------------------------------------
+def test_explain_returns_the_same_text_as_a_str_that_typesets(affine):
+    text = gc.explain(affine[3])
+    assert isinstance(text, str) and str(text) == (
+        "backward:\n  dY[n,j] = 2·Y[n,j]\n  dx[n,i] = Σ_j dY[n,j]·W[i,j]    (dx = dY·Wᵀ)\n"
+        "  dW[i,j] = Σ_n dY[n,j]·x[n,i]    (dW = xᵀ·dY)\n  db[j] = Σ_n dY[n,j]    (db = Σ_n dY)")
+    latex = text._repr_latex_()
+    assert r"\sum" in latex and r"{dW}_{i,j} &= \sum_{n=0}^{n - 1} {dY}_{n,j} {x}_{n,i}" in latex
+    assert r"\left(dW = x^{\top}\,dY\right)" in latex
+
+
+@pytest.mark.parametrize("kw", [{}, {"forward": True}, {"steps": True}], ids=str)
+def test_the_typeset_rows_are_the_latex_lines(affine, kw):
+    """latex=True still returns its LaTeX text; each of its lines is a row of the typeset derivation."""
+    text = gc.explain(affine[3], latex=True, **kw)
+    assert "  {dY}_{n,j} = 2 {Y}_{n,j}" in str(text).splitlines()
+    rows = [line.strip().replace(" = ", " &= ", 1) for line in text.splitlines() if line.startswith("  ")]
+    for typeset in (text._repr_latex_(), gc.explain(affine[3], **kw)._repr_latex_()):
+        assert all(row in typeset for row in rows), (rows, typeset)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
+from graphc.compiler.explain.display import Gradients
 from graphc.compiler.walk import toposort
 from graphc.errors import GradError, GraphError
 from graphc.ops.elementwise import ElementwiseFn, make
@@ -41,7 +42,16 @@ def grad(output: Node, wrt, seed: Node | None = None):
 
     ``output`` must be a scalar unless ``seed`` (a node of the output's shape, the
     cotangent) is given.  Returns graph nodes, not numbers: one per ``wrt`` entry,
-    each of that entry's shape.
+    each of that entry's shape (a list of them, :class:`Gradients`, for a list ``wrt``).
+
+    >>> import graphc as gc
+    >>> g = gc.Graph("grad"); x = g.input("x", ("n", 3)); W = g.param("W", (3, 2))
+    >>> y = gc.matmul(x, W, name="y"); dy = g.input("dy", ("n", 2))
+    >>> dx, dW = gc.grad(y, [x, W], seed=dy)
+    >>> print(gc.explain([dx, dW]))
+    backward:
+      dx[n,i] = Σ_j dy[n,j]·W[i,j]    (dx = dy·Wᵀ)
+      dW[i,j] = Σ_n dy[n,j]·x[n,i]    (dW = xᵀ·dy)
     """
     single = isinstance(wrt, Node)
     targets: Sequence[Node] = [wrt] if single else list(wrt)
@@ -71,7 +81,7 @@ def grad(output: Node, wrt, seed: Node | None = None):
 
     with output.graph.deriving():  # every node made here is part of the backward graph
         results = _backward(output, targets, seed)
-    return results[0] if single else results
+    return results[0] if single else Gradients(results)  # a list that Jupyter shows as its derivation
 
 
 def _backward(output: Node, targets: Sequence[Node], seed: Node) -> list[Node]:

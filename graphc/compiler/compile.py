@@ -68,6 +68,15 @@ class CompiledFunction:
     ``source`` is the generated Python; ``args`` the names it reads; ``explain()``
     prints what it computes.  It returns a tuple, or a single array when compiled
     from a single node.
+
+    >>> import numpy as np, graphc as gc
+    >>> g = gc.Graph("double"); x = g.input("x", ("n",))
+    >>> fn = gc.compile(gc.mul(x, 2.0, name="y"))
+    >>> fn(x=np.array([1.0, 2.0])), fn.args
+    (array([2., 4.]), ['x'])
+    >>> print(fn.explain())
+    forward:
+      y[n] = 2·x[n]
     """
 
     def __init__(self, outputs: Sequence[Node], single: bool, name: str, fuse: bool = True,
@@ -122,6 +131,16 @@ class CompiledFunction:
 
     def __repr__(self) -> str:
         return f"<CompiledFunction {self.program.name}({', '.join(map(repr, self.args))}) -> {len(self.outputs)} output(s)>"
+
+    def _repr_html_(self) -> str:  # Jupyter: the signature and the highlighted source
+        from graphc.compiler.explain.display import function_html
+
+        return function_html(self)
+
+    def _repr_markdown_(self) -> str:
+        from graphc.compiler.explain.display import function_markdown
+
+        return function_markdown(self)
 
     # -- binding ---------------------------------------------------------------------
     def _bind(self, args: tuple, kwargs: dict) -> list:
@@ -295,6 +314,14 @@ def compile(outputs, name: str | None = None, fuse: bool = True, updates: Mappin
     ``lowering``: ``"auto"`` runs numpy arrays through the buffer-planned numpy lowering
     and other arrays (torch, jax, cupy, ...) through the array-API lowering;
     ``"array_api"`` uses the array-API lowering for every array.
+
+    >>> import numpy as np, graphc as gc
+    >>> g = gc.Graph("fit"); x = g.input("x", ("n", 2)); w = g.param("w", (2,))
+    >>> loss = ((x @ w) ** 2).sum()
+    >>> fn = gc.compile([loss, *gc.grad(loss, [w])])
+    >>> value, dw = fn(x=np.eye(2), w=np.array([1.0, 2.0]))
+    >>> float(value), dw
+    (5.0, array([2., 4.]))
     """
     single = isinstance(outputs, Node)
     outs = [outputs] if single else list(outputs)

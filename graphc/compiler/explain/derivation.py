@@ -13,30 +13,49 @@ from __future__ import annotations
 from typing import Sequence
 
 from graphc.compiler.explain import notation
+from graphc.compiler.explain.display import Derivation
 from graphc.compiler.passes.simplification import cse
 from graphc.compiler.walk import toposort
 from graphc.ops.node import Node
 
 
 def explain(nodes, *, forward: bool = False, steps: bool = False, latex: bool = False, matrix: bool = True,
-            updates: Sequence[tuple] = ()) -> str:
+            updates: Sequence[tuple] = (), html: bool = False) -> str:
     """The derived expressions of ``nodes`` (gradients from ``grad``), one line each.
 
     ``updates``, pairs ``(leaf, node)`` as a compiled step writes them, are listed last as
     ``W1[k,h] ← ...``.  A fused node (made by a backend's rewrites) is marked with how it runs.
+    ``html=True``: one self-contained HTML page instead, typeset as MathML (``explain.page``).
+
+    >>> import graphc as gc
+    >>> g = gc.Graph("affine"); x = g.input("x", ("n", 3)); W = g.param("W", (3, 2))
+    >>> y = gc.matmul(x, W, name="y")
+    >>> (dW,) = gc.grad(y, [W], seed=g.input("dy", ("n", 2)))
+    >>> print(gc.explain([y, dW], forward=True, steps=True))
+    forward:
+      y[n,j] = Σ_i x[n,i]·W[i,j]    (y = x·W)
+    backward:
+      ∂L/∂W[p,q] = Σ_{n,j} ∂L/∂y[n,j]·∂y[n,j]/∂W[p,q]
+                 = Σ_{n,j,i} dy[n,j]·x[n,i]·δ[i,p]·δ[j,q]
+              ⇒ dW[i,j] = Σ_n dy[n,j]·x[n,i]    (dW = xᵀ·dy)
     """
+    if html:
+        from graphc.compiler.explain.page import page
+
+        return page(nodes, forward=forward, steps=steps, matrix=matrix, updates=updates)
     if hasattr(nodes, "outputs") and not isinstance(nodes, Node):  # a CompiledFunction
         nodes = nodes.outputs
     nodes: Sequence[Node] = [nodes] if isinstance(nodes, Node) else list(nodes)
     updates = list(updates)
     if not nodes and not updates:
-        return ""
+        return Derivation("")
     order = toposort(cse(nodes + [n for _, n in updates]))
     written = {id(n): leaf for leaf, n in updates}
     shown = [n for n in order if n.op.listed and id(n) not in written]
     fwd = [n for n in shown if not n.derived]
     bwd = [n for n in shown if n.derived]
     lines: list[str] = []
+    entries: list[tuple] = []  # (section, node, names, steps, matrix form, note): what Derivation typesets
 
     def render(section: str, group: list[Node]):
         if not group:
@@ -45,6 +64,7 @@ def explain(nodes, *, forward: bool = False, steps: bool = False, latex: bool = 
         for node in group:
             if latex:
                 lines.append("  " + notation.latex(node))
+                entries.append((section, node, None, None, None, None))
                 continue
             text = notation.formula(node)
             form = notation.matrix_form(node) if matrix else None
@@ -55,11 +75,13 @@ def explain(nodes, *, forward: bool = False, steps: bool = False, latex: bool = 
                 lines.append("  " + " " * (len(notation.lhs(node))) + " ⇒ " + text)
             else:
                 lines.append("  " + text)
-            if form and form != text.split(" = ", 1)[1]:
+            form = form if form and form != text.split(" = ", 1)[1] else None
+            if form:
                 lines[-1] += f"    ({notation.lhs(node).split('[')[0]} = {form})"
             note = node.op.explain_note(node)
             if note:
                 lines[-1] += f"    [{note}]"
+            entries.append((section, node, None, derivation, form, note))
     if forward:
         render("forward:", fwd)
     render("backward:" if (bwd or not fwd) else "forward:", bwd if bwd else ([] if forward else fwd))
@@ -71,4 +93,5 @@ def explain(nodes, *, forward: bool = False, steps: bool = False, latex: bool = 
             form = notation.matrix_form(node, names) if matrix and not latex else None
             note = node.op.explain_note(node)
             lines.append("  " + text + (f"    ({leaf.name} ← {form})" if form else "") + (f"    [{note}]" if note else ""))
-    return "\n".join(lines)
+            entries.append(("update:", node, names, None, form, note))
+    return Derivation("\n".join(lines), entries)  # a str; Jupyter shows it typeset
