@@ -111,9 +111,9 @@ softplus = gc.elementwise("softplus", lambda x: sympy.log(1 + sympy.exp(x)))
 
 
 # -- references -------------------------------------------------------------------------------
-def np_softmax(a):
-    e = np.exp(a - a.max(-1, keepdims=True))
-    return e / e.sum(-1, keepdims=True)
+def np_softmax(a, axis: int = -1):
+    e = np.exp(a - a.max(axis, keepdims=True))
+    return e / e.sum(axis, keepdims=True)
 
 
 def np_log_softmax(a):

@@ -490,11 +490,6 @@ def test_numpy_scalars_and_0d_arrays_are_constants_on_either_side(scalar):
 
 
 # -- softmax and log_softmax along any axis ----------------------------------------------------
-def _np_softmax(a, axis):
-    e = np.exp(a - a.max(axis=axis, keepdims=True))
-    return e / e.sum(axis=axis, keepdims=True)
-
-
 @pytest.mark.parametrize("axis", [0, 1, -1, 2, -3])
 @pytest.mark.parametrize("op", ["softmax", "log_softmax"])
 @pytest.mark.parametrize("lowering", ["auto", "array_api"])
@@ -504,7 +499,7 @@ def test_softmax_and_log_softmax_along_any_axis(axis, op, lowering):
     a, w = g.input("a", (3, 4, 5)), g.input("w", (3, 4, 5))
     y = getattr(gc, op)(a, axis=axis)
     values = {"a": rng.standard_normal((3, 4, 5)), "w": rng.standard_normal((3, 4, 5))}
-    want = _np_softmax(values["a"], axis)
+    want = np_softmax(values["a"], axis)
     want = np.log(want) if op == "log_softmax" else want
     np.testing.assert_allclose(gc.compile(y, lowering=lowering)(values), want, rtol=1e-12, atol=1e-15)
     gc.check_grads((y * w).sum(), a, values, lowering=lowering)

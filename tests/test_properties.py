@@ -45,6 +45,7 @@ BINARY = [
     ("mul", lambda a, b: a * b, np.multiply),
     ("div", lambda a, b: a / (1.5 + gc.tanh(b)), lambda a, b: a / (1.5 + np.tanh(b))),
     ("max", lambda a, b: gc.maximum(a, b + 5.0), lambda a, b: np.maximum(a, b + 5)),  # one side wins clearly
+    ("min", lambda a, b: gc.minimum(a, b - 5.0), lambda a, b: np.minimum(a, b - 5)),
 ]
 
 
@@ -93,7 +94,7 @@ shapes = st.lists(st.integers(1, 3), min_size=0, max_size=3).map(tuple)
 
 def step(b: Builder):
     kind = b.draw(st.sampled_from(["unary", "binary", "matmul", "sum", "transpose", "einsum", "diagonal",
-                                   "softmax", "leaf"]))
+                                   "softmax", "cross_entropy", "leaf"]))
     if kind == "leaf":
         b.leaf(b.draw(shapes))
     elif kind == "unary":
@@ -165,10 +166,20 @@ def step(b: Builder):
         if picked is None:
             return
         x, a = picked
+        axis = b.draw(st.integers(-x.ndim, x.ndim - 1))
         if b.draw(st.booleans()):
-            b.add("softmax", gc.softmax(x), np_softmax(a))
+            b.add(f"softmax axis {axis}", gc.softmax(x, axis=axis), np_softmax(a, axis))
         else:
-            b.add("log_softmax", gc.log_softmax(x), np.log(np_softmax(a)))
+            b.add(f"log_softmax axis {axis}", gc.log_softmax(x, axis=axis), np.log(np_softmax(a, axis)))
+    elif kind == "cross_entropy":  # targets whose rows sum to 1, as the fused rule (y - t)/N assumes
+        picked = b.pick(lambda n: n.ndim in (1, 2))
+        if picked is None:
+            return
+        x, a = picked
+        z, c = b.leaf(x.shape)
+        t, tv = gc.softmax(z), np_softmax(c)
+        rows = a.shape[0] if a.ndim == 2 else 1
+        b.add("softmax_cross_entropy", gc.softmax_cross_entropy(x, t), -np.sum(tv * np.log(np_softmax(a))) / rows)
 
 
 @st.composite
