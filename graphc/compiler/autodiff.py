@@ -16,9 +16,9 @@ from graphc.compiler.explain.display import Gradients
 from graphc.compiler.walk import toposort
 from graphc.errors import GradError, GraphError
 from graphc.ops.elementwise import ElementwiseFn, make
-from graphc.ops.indices import format_shape, out_letters
+from graphc.ops.indices import format_shape
 from graphc.ops.leaves import Zeros, zeros
-from graphc.ops.node import Node
+from graphc.ops.node import Node, letters_of
 
 _SUMS: dict[int, ElementwiseFn] = {}
 
@@ -33,7 +33,7 @@ def _accumulate(node: Node, parts: list[Node]) -> Node:
     k = len(parts)
     if k not in _SUMS:
         _SUMS[k] = ElementwiseFn("add", k, lambda *xs: sum(xs[1:], xs[0]))
-    idx = out_letters(node.ndim)
+    idx = letters_of(node)  # the variable's own letters, so dx reads like x
     return make(_SUMS[k], parts, [idx] * k, idx, node.shape)
 
 
