@@ -229,3 +229,14 @@ def test_latex_sums_name_the_index_only_so_it_never_collides_with_its_bound():
     assert r"\sum_{n}" in text and "n - 1" not in text and "=0}" not in text
     eps = gc.explain((x + 1e-5).rename("y"), forward=True, latex=True)
     assert "10^{-5}" in eps and r"1.0 \cdot" not in eps
+
+
+def test_the_forward_section_lists_every_node_a_step_refers_to():
+    g = gc.Graph("cited")
+    x, W = g.input("x", ("n", "D")), g.param("W", ("D", "k"))
+    loss = (x @ W).sum()
+    text = gc.explain(gc.grad(loss, [W]), forward=True, steps=True)
+    forward = text.split("backward:")[0]
+    cited = set(re.findall(r"∂L/∂(\w+)", text.split("backward:")[1])) - {"W"}
+    assert cited and all(re.search(rf"^  {name}\b", forward, re.M) for name in cited), text
+    assert "[]" not in text

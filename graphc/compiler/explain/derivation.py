@@ -53,6 +53,10 @@ def explain(nodes, *, forward: bool = False, steps: bool = False, latex: bool = 
     written = {id(n): leaf for leaf, n in updates}
     shown = [n for n in order if n.op.listed and id(n) not in written]
     fwd = [n for n in shown if not n.derived]
+    if steps and forward:  # a step writes ∂L/∂F[..]·∂F[..]/∂x[..]: list each such F and what it reads
+        cited = [n.origin[0] for n in shown if n.derived and n.origin is not None and n.inputs
+                 and n.origin[0].op.adjoint_steps(n, notation.lhs(n.origin[0]))]
+        fwd = _with_cited(fwd, cited)
     bwd = [n for n in shown if n.derived]
     lines: list[str] = []
     entries: list[tuple] = []  # (section, node, names, steps, matrix form, note): what Derivation typesets
@@ -95,3 +99,21 @@ def explain(nodes, *, forward: bool = False, steps: bool = False, latex: bool = 
             lines.append("  " + text + (f"    ({leaf.name} ← {form})" if form else "") + (f"    [{note}]" if note else ""))
             entries.append(("update:", node, names, None, form, note))
     return Derivation("\n".join(lines), entries)  # a str; Jupyter shows it typeset
+
+
+def _with_cited(fwd: list[Node], cited: list[Node]) -> list[Node]:
+    """The forward lines ``fwd`` plus the forward nodes ``cited`` (and those they read) that are
+    not among them, in one topological order; a node already written the same way is kept once."""
+    seen = {id(n) for n in fwd}
+    extra = [c for c in cited if id(c) not in seen]
+    if not extra:
+        return fwd
+    out, texts = [], set()
+    for n in toposort(fwd + extra):
+        if n.derived or not n.op.listed or not n.inputs:
+            continue
+        text = notation.formula(n)
+        if id(n) in seen or text not in texts:
+            out.append(n)
+            texts.add(text)
+    return out
