@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Sequence
 
 from graphc.compiler.explain import notation
-from graphc.compiler.explain.display import Derivation
+from graphc.compiler.explain.display import Derivation, _names_around, text_latex
 from graphc.compiler.passes.simplification import cse
 from graphc.compiler.walk import toposort
 from graphc.ops.node import Node
@@ -66,14 +66,17 @@ def explain(nodes, *, forward: bool = False, steps: bool = False, latex: bool = 
             return
         lines.append(section)
         for node in group:
-            if latex:
-                lines.append("  " + notation.latex(node))
-                entries.append((section, node, None, None, None, None))
+            derivation = (node.origin[0].op.adjoint_steps(node, notation.lhs(node.origin[0]))
+                          if steps and node.origin is not None and node.inputs else None)
+            if latex:  # the steps too, each line typeset as the notebook shows them
+                if derivation:
+                    known = _names_around(node, None)
+                    lines.extend("  " + text_latex(s.strip(), known) for s in derivation)
+                lines.append("  " + (r"\Rightarrow\ " if derivation else "") + notation.latex(node))
+                entries.append((section, node, None, derivation, None, None))
                 continue
             text = notation.formula(node)
             form = notation.matrix_form(node) if matrix else None
-            derivation = (node.origin[0].op.adjoint_steps(node, notation.lhs(node.origin[0]))
-                          if steps and node.origin is not None and node.inputs else None)
             if derivation:
                 lines.extend("  " + s for s in derivation)
                 lines.append("  " + " " * (len(notation.lhs(node))) + " ⇒ " + text)
