@@ -251,3 +251,38 @@ def test_latex_keeps_the_steps():
     assert r"\frac{\partial L}{\partial {W}_{p,q}}" in text and r"\delta_{" in text
     assert r"\Rightarrow\ {dW}_{i,j} = \sum_{n}" in text and "Σ" not in text and "∂" not in text
     assert gc.explain([dW], latex=True).count("\n") < text.count("\n")
+
+
+def _layer_norm():
+    g = gc.Graph("layernorm")
+    x = g.input("x", ("n", "D"))
+    mu = x.mean(1).rename("mu")
+    xc = (x.T - mu).T.rename("xc")
+    var = (xc * xc).mean(1).rename("var")
+    y = (xc.T / gc.sqrt(var + 1e-5)).T.rename("y")
+    return x, (y * y).sum().rename("loss")
+
+
+def test_every_derived_node_is_named_after_a_variable_through_elementwise_chains():
+    x, loss = _layer_norm()
+    text = gc.explain(gc.grad(loss, [x]), forward=True).split("backward:")[1]
+    names = re.findall(r"^  (\S+?)\[", text, re.M)
+    assert names and all(name.startswith("d") for name in names), names
+    assert not re.search(r"\b(ew|einsum)\d", text), text
+    assert "dxc[n,D] = dxc_1[n,D] + dxc_2[n,D] + dxc_3[n,D]" in text
+    assert "dmu[n] = Σ_D dmu_pre[D,n]" in text
+    g = gc.Graph("chain")
+    a = g.input("a", ("n", 3))
+    W1 = g.param("W1", (3, 4))
+    h = gc.tanh(gc.sigmoid(a @ W1) * 2).rename("h")
+    text = gc.explain(gc.grad(h.sum().rename("L"), [W1]), forward=True, steps=True)
+    assert not re.search(r"[a-z]\d", text.replace("W1", "")), text  # no generated name (ew34, matmul2)
+    assert "dmul_h[n,j] = 1 - h[n,j]**2" in text and "dsigmoid_h[n,j] = 2·dmul_h[n,j]" in text
+    assert "∂L/∂matmul_h[n,j]" in text and "matmul_h[n,j] = Σ_i a[n,i]·W1[i,j]" in text
+
+
+def test_index_letters_follow_the_declared_dims_across_a_derivation():
+    x, loss = _layer_norm()
+    text = gc.explain(gc.grad(loss, [x]), forward=True)
+    assert "dx[n,D] = " in text and "dxc[n,D] = " in text and "dy[n,D] = " in text
+    assert not re.search(r"\b(dx|dxc|dy)\[i,j\]", text)
