@@ -71,6 +71,8 @@ def test_derivation_guide_shows_what_graphc_derives(site):
     assert re.search(r"da\[n,(\w)\] = \(-t\[n,\1\] \+ softmax_a\[n,\1\]\)/\|n\|", text)
     assert re.search(r"dy\[n,(\w)\] = dlogy\[n,\1\]/y\[n,\1\]", text)
     assert "dW1" in text and "(dW1 = xᵀ·dA1)" in text and "(dW2 = hᵀ·da)" in text
+    # Layer norm: every adjoint named after a variable, with x's letters (n, D).
+    assert "dxc[n,D] = dxc_1[n,D] + dxc_2[n,D] + dxc_3[n,D]" in text and "dx[n,D] = dx_1[n,D] + dx_2[n,D]" in text
     assert "[one gemm adding the product into W1's values]" in text
     assert "Traceback" not in text
 

@@ -16,9 +16,9 @@ from graphc.compiler.explain.display import Gradients
 from graphc.compiler.walk import toposort
 from graphc.errors import GradError, GraphError
 from graphc.ops.elementwise import ElementwiseFn, make
-from graphc.ops.indices import format_shape, out_letters
+from graphc.ops.indices import format_shape
 from graphc.ops.leaves import Zeros, zeros
-from graphc.ops.node import Node
+from graphc.ops.node import Node, letters_of
 
 _SUMS: dict[int, ElementwiseFn] = {}
 
@@ -33,7 +33,7 @@ def _accumulate(node: Node, parts: list[Node]) -> Node:
     k = len(parts)
     if k not in _SUMS:
         _SUMS[k] = ElementwiseFn("add", k, lambda *xs: sum(xs[1:], xs[0]))
-    idx = out_letters(node.ndim)
+    idx = letters_of(node)  # the variable's own letters, so dx reads like x
     return make(_SUMS[k], parts, [idx] * k, idx, node.shape)
 
 
@@ -84,6 +84,60 @@ def grad(output: Node, wrt, seed: Node | None = None):
     return results[0] if single else Gradients(results)  # a list that Jupyter shows as its derivation
 
 
+def _labels(order: list[Node]) -> dict:
+    """A readable label for each generated-name forward node of ``order``: its op and the
+    nearest user-named node that reads it (``tanh_h`` for the tanh inside ``h``), for naming
+    its adjoint ``dtanh_h``; nodes with no named reader keep their own name."""
+    readers: dict[int, list[Node]] = {}
+    for n in order:
+        for i in n.inputs:
+            readers.setdefault(id(i), []).append(n)
+    labels: dict[int, str] = {}
+    taken = {n.name for n in order if not n.auto_named}
+    for n in reversed(order):
+        if not n.auto_named:
+            continue
+        near = None
+        for r in readers.get(id(n), []):
+            near = r.name if not r.auto_named else labels.get(id(r), "").partition("_")[2] or None
+            if near:
+                break
+        if near:
+            label, k = f"{n.op.kind_name}_{near}", 1
+            while label in taken:
+                k += 1
+                label = f"{n.op.kind_name}{k}_{near}"
+            taken.add(label)
+            labels[id(n)] = label
+    return labels
+
+
+def _name_adjoint(node: Node, parts: list[Node], total: Node, forward: set, label: str | None = None) -> None:
+    """Name ``node``'s adjoint ``d<node>`` and what it is made of after it (display only): the
+    contributions of its uses ``d<node>_1``, ``d<node>_2``, ... and the nodes a rule made on
+    the way to one (the term before a broadcast's sum, say) ``d<node>_pre``, so no derived
+    node is left with a generated name like ``ew34``."""
+    def fresh(n: Node) -> bool:
+        return n.derived and n.auto_named and id(n) not in forward
+
+    base = f"d{label or node.name}"
+    if fresh(total):
+        total.rename(base)
+    distinct = list({id(p): p for p in parts if p is not total}.values())
+    for k, part in enumerate(distinct, start=1):
+        if fresh(part):
+            part.rename(f"{base}_{k}" if len(distinct) > 1 else base)
+    for part in distinct or [total]:
+        inner, stack = [], list(part.inputs)
+        while stack:
+            n = stack.pop()
+            if fresh(n) and n.inputs and all(n is not m for m in inner):
+                inner.append(n)
+                stack.extend(n.inputs)
+        for j, n in enumerate(inner, start=1):
+            n.rename(f"{part.name}_pre" + (str(j) if len(inner) > 1 else ""))
+
+
 def _backward(output: Node, targets: Sequence[Node], seed: Node) -> list[Node]:
     order = toposort([output])
     depends = {id(w) for w in targets}
@@ -94,13 +148,16 @@ def _backward(output: Node, targets: Sequence[Node], seed: Node) -> list[Node]:
     contributions: dict[int, list[Node]] = {id(output): [seed]}
     adjoint: dict[int, Node] = {}
     forward = {id(n) for n in order}
+    labels = _labels(order)
+    for n in order:  # the forward node is written with its label too (a generated name still)
+        if id(n) in labels:
+            n.graph.names[n.id] = (labels[id(n)], True)
     for node in reversed(order):
         parts = contributions.pop(id(node), None)
         if parts is None or id(node) not in depends:
             continue
         total = _accumulate(node, parts)
-        if id(total) not in forward and total.auto_named:
-            total.rename(f"d{node.name}")  # a fresh adjoint: named after its variable (display only)
+        _name_adjoint(node, parts, total, forward, labels.get(id(node)))
         adjoint[id(node)] = total
         wanted = [id(inp) in depends and inp.kind == "float" for inp in node.inputs]
         if not any(wanted) or isinstance(total.op, Zeros):

@@ -176,7 +176,7 @@ class Contraction(Op):
         out = spec.output
         lhs = f"∂L/∂{target.name}[{','.join(free)}]"
         chain = (f"Σ_{{{','.join(out)}}} " if out else "") + \
-            f"∂L/∂{fwd.name}[{','.join(out)}]·∂{forward_lhs}/∂{target.name}[{','.join(free)}]"
+            f"∂L/∂{fwd.name}{f'[{chr(44).join(out)}]' if out else ''}·∂{forward_lhs}/∂{target.name}[{','.join(free)}]"
         factors = [f"{g.name}[{','.join(out)}]" if out else g.name]
         factors += [f"{o.name}[{','.join(t)}]" for k, (t, o) in enumerate(zip(spec.inputs, fwd.inputs)) if k != j]
         factors += [f"δ[{a},{b}]" for a, b in zip(term, free)]

@@ -583,6 +583,6 @@ def copy(a, n: int = 2):
     >>> a1, a2 = gc.copy(a)
     >>> print(gc.explain(gc.grad(gc.sum(a1 * a2), [a])))
     backward:
-      da[i] = 2·a[i]
+      da[n] = 2·a[n]
     """
     return tuple(apply(COPY, (a,)) for _ in range(n))

@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Sequence
 
 from graphc.compiler.explain import notation
-from graphc.compiler.explain.display import Derivation
+from graphc.compiler.explain.display import Derivation, _names_around, text_latex
 from graphc.compiler.passes.simplification import cse
 from graphc.compiler.walk import toposort
 from graphc.ops.node import Node
@@ -53,6 +53,10 @@ def explain(nodes, *, forward: bool = False, steps: bool = False, latex: bool = 
     written = {id(n): leaf for leaf, n in updates}
     shown = [n for n in order if n.op.listed and id(n) not in written]
     fwd = [n for n in shown if not n.derived]
+    if steps and forward:  # a step writes ∂L/∂F[..]·∂F[..]/∂x[..]: list each such F and what it reads
+        cited = [n.origin[0] for n in shown if n.derived and n.origin is not None and n.inputs
+                 and n.origin[0].op.adjoint_steps(n, notation.lhs(n.origin[0]))]
+        fwd = _with_cited(fwd, cited)
     bwd = [n for n in shown if n.derived]
     lines: list[str] = []
     entries: list[tuple] = []  # (section, node, names, steps, matrix form, note): what Derivation typesets
@@ -62,14 +66,17 @@ def explain(nodes, *, forward: bool = False, steps: bool = False, latex: bool = 
             return
         lines.append(section)
         for node in group:
-            if latex:
-                lines.append("  " + notation.latex(node))
-                entries.append((section, node, None, None, None, None))
+            derivation = (node.origin[0].op.adjoint_steps(node, notation.lhs(node.origin[0]))
+                          if steps and node.origin is not None and node.inputs else None)
+            if latex:  # the steps too, each line typeset as the notebook shows them
+                if derivation:
+                    known = _names_around(node, None)
+                    lines.extend("  " + text_latex(s.strip(), known) for s in derivation)
+                lines.append("  " + (r"\Rightarrow\ " if derivation else "") + notation.latex(node))
+                entries.append((section, node, None, derivation, None, None))
                 continue
             text = notation.formula(node)
             form = notation.matrix_form(node) if matrix else None
-            derivation = (node.origin[0].op.adjoint_steps(node, notation.lhs(node.origin[0]))
-                          if steps and node.origin is not None and node.inputs else None)
             if derivation:
                 lines.extend("  " + s for s in derivation)
                 lines.append("  " + " " * (len(notation.lhs(node))) + " ⇒ " + text)
@@ -95,3 +102,21 @@ def explain(nodes, *, forward: bool = False, steps: bool = False, latex: bool = 
             lines.append("  " + text + (f"    ({leaf.name} ← {form})" if form else "") + (f"    [{note}]" if note else ""))
             entries.append(("update:", node, names, None, form, note))
     return Derivation("\n".join(lines), entries)  # a str; Jupyter shows it typeset
+
+
+def _with_cited(fwd: list[Node], cited: list[Node]) -> list[Node]:
+    """The forward lines ``fwd`` plus the forward nodes ``cited`` (and those they read) that are
+    not among them, in one topological order; a node already written the same way is kept once."""
+    seen = {id(n) for n in fwd}
+    extra = [c for c in cited if id(c) not in seen]
+    if not extra:
+        return fwd
+    out, texts = [], set()
+    for n in toposort(fwd + extra):
+        if n.derived or not n.op.listed or not n.inputs:
+            continue
+        text = notation.formula(n)
+        if id(n) in seen or text not in texts:
+            out.append(n)
+            texts.add(text)
+    return out

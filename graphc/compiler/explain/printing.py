@@ -54,13 +54,63 @@ def _printers():
     return IndexPrinter({"order": "none"})
 
 
+def _rational(value: float):
+    """``value`` as an integer, or as a small fraction (1/3) when it is one to the last bit and has
+    no short decimal form; else None (the float is printed as written)."""
+    from fractions import Fraction
+
+    if value.is_integer() and abs(value) < 2 ** 53:
+        return _sympy().Integer(int(value))
+    if len(repr(value)) <= 6:  # a short decimal (2.5, 0.25, 1e-05) reads best as written
+        return None
+    frac = Fraction(value).limit_denominator(1000)
+    if abs(frac.numerator) <= 1000 and float(frac) == value:
+        return _sympy().Rational(frac.numerator, frac.denominator)
+    return None
+
+
+def exact(expr):
+    """``expr`` with each float that is a small fraction written as that fraction: ``1/3`` not
+    ``0.3333333333333333``, and a factor ``1.0`` gone (display only; the code keeps the float)."""
+    sp = _sympy()
+    floats = expr.atoms(sp.Float) if isinstance(expr, sp.Basic) else ()
+    swap = {f: r for f in floats if (r := _rational(float(f))) is not None}
+    return expr.xreplace(swap) if swap else expr
+
+
 def index_text(expr) -> str:
     """Index notation; a sum is parenthesized unless it is the whole expression."""
     printer = _printers()
+    expr = exact(expr)
     if isinstance(expr, _sympy().Sum):
         return printer.sum_text(expr)
     return printer.doprint(expr)
 
 
+@functools.lru_cache(maxsize=None)
+def _latex_printer():
+    from sympy.printing.latex import LatexPrinter
+
+    class IndexLatexPrinter(LatexPrinter):
+        """LaTeX with a sum written over its index only (``\\sum_{n}``): the bound is the dim,
+        which may share the index's letter, so ``\\sum_{n=0}^{n - 1}`` would read wrong."""
+
+        def _print_Sum(self, expr):
+            letters = ",".join(self._print(lim[0]) for lim in expr.limits)
+            body = self._print(expr.function)
+            if expr.function.is_Add:
+                body = rf"\left({body}\right)"
+            return rf"\sum_{{{letters}}} {body}"
+
+        def _print_Float(self, expr):  # 1e-05 as 10^{-5}, not 1.0 \cdot 10^{-5}
+            mantissa, _, exponent = repr(float(expr)).partition("e")
+            if not exponent:
+                return mantissa
+            power = rf"10^{{{int(exponent)}}}"
+            return power if mantissa in ("1", "1.0") else rf"{mantissa} \cdot {power}"
+
+    return IndexLatexPrinter()
+
+
 def index_latex(expr) -> str:
-    return _sympy().latex(expr)
+    return _latex_printer().doprint(exact(expr))
