@@ -225,6 +225,9 @@ def hessian(output: Node, x: Node, name: str | None = None) -> Node:
       Hu[i,p] = (u[i]·δ[i,p] + δ[i,p])·y[i] + y[i]·δ[i,p]
     """
     _check_output("hessian", output, scalar=True)
+    if not isinstance(x, Node):
+        raise GradError(f"hessian: x must be a graph node (one variable), got {x!r}; "
+                        "for several variables use hvp")
     _check_pairs("hessian", output, x, x, "variable")
     if any(not isinstance(d, int) for d in x.shape):
         raise GradError(f"hessian: {x.name!r} has shape {format_shape(x.shape)} with a symbolic dim; "
