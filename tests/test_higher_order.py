@@ -257,3 +257,39 @@ def test_a_tangent_from_another_graph_is_a_graph_error():
     with pytest.raises(gc.GraphError, match="belongs to graph 'other'"):
         gc.jvp(f, x, other)
 
+
+
+def test_jvp_through_cross_entropy_targets_survives_a_graph_file(tmp_path):
+    # The scalar rule (gradient · tangent) for both operands of softmax_cross_entropy, and a
+    # Hessian: saved, loaded and run again, the same numbers.
+    g = gc.Graph("ce_targets")
+    x, A, T, W = g.param("x", (3,)), g.input("A", (4, 3)), g.input("T", (4, 2)), g.param("W", (3, 2))
+    tT, tW = g.input("tT", (4, 2)), g.input("tW", (3, 2))
+    f = gc.softmax_cross_entropy(gc.tanh(A * x) @ W, T)
+    outs = [gc.jvp(f, [T, W], [tT, tW]), gc.hessian(f, x, name="H")]
+    rng = np.random.default_rng(2)
+    vals = {"x": rng.standard_normal(3), "A": rng.standard_normal((4, 3)), "T": rng.dirichlet(np.ones(2), 4),
+            "W": rng.standard_normal((3, 2)), "tT": rng.standard_normal((4, 2)), "tW": rng.standard_normal((3, 2))}
+    got = gc.compile(outs)(vals)
+    tv = {k: _t(v) for k, v in vals.items()}
+
+    def tf(T_, W_):
+        return -(T_ * F.log_softmax(torch.tanh(tv["A"] * tv["x"]) @ W_, -1)).sum() / 4
+
+    want = torch.autograd.functional.jvp(tf, (tv["T"], tv["W"]), (tv["tT"], tv["tW"]))[1]
+    np.testing.assert_allclose(got[0], want.numpy(), rtol=1e-12)
+    gc.save_graph(outs, tmp_path / "higher.json")
+    _, loaded = gc.load_graph(tmp_path / "higher.json")
+    for a, b in zip(got, gc.compile(loaded)(vals)):
+        np.testing.assert_allclose(a, b, rtol=1e-14)
+
+
+def test_the_readme_shows_the_two_layer_hessian_as_explain_prints_it():
+    from pathlib import Path
+
+    from graphc.models import two_layer_net
+
+    net = two_layer_net()
+    text = gc.explain(gc.hessian(net.loss, net.params["W2"], name="H"))
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    assert text in readme
