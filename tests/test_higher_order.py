@@ -49,6 +49,9 @@ SCALAR = {
     "log_softmax_axis0": ((3, 4), {"C": (3, 4)},
                           lambda x, C: (gc.log_softmax(x, axis=0) ** 2 * C).sum() + (gc.softmax(x) * C).sum(),
                           lambda x, C: (F.log_softmax(x, 0) ** 2 * C).sum() + (F.softmax(x, -1) * C).sum(), "real"),
+    "maximum_and_sigmoid": ((2, 3), {},
+                            lambda x: (gc.maximum(x, x * x - 1.0) * gc.sigmoid(x)).sum(),
+                            lambda x: (torch.maximum(x, x * x - 1) * torch.sigmoid(x)).sum(), "real"),
     "trace_of_cube": ((3, 3), {},
                       lambda x: gc.trace(x @ x @ x) + (gc.diagonal(x) ** 3).sum(),
                       lambda x: torch.trace(x @ x @ x) + (torch.diagonal(x) ** 3).sum(), "real"),
@@ -204,12 +207,14 @@ def test_explain_shows_the_two_layer_hessian_with_its_delta_structure():
     assert lines[-1].startswith("H[h,c,p,q] = Σ_n ") and "h[n,h]" in lines[-1], text
     # and it computes the Hessian: Σ_n h h' (diag(y) - y yᵀ)/N
     rng = np.random.default_rng(5)
-    vals = {"x": rng.standard_normal((7, 6)), "t": np.eye(3)[rng.integers(0, 3, 7)], "W1": rng.standard_normal((6, 4)),
-            "b1": rng.standard_normal(4), "W2": rng.standard_normal((4, 3)), "b2": rng.standard_normal(3)}
+    vals = {"x": rng.standard_normal((7, 6)), "t": np.eye(3)[rng.integers(0, 3, 7)],
+            "W1": rng.standard_normal((6, 4)), "b1": rng.standard_normal(4),
+            "W2": rng.standard_normal((4, 3)), "b2": rng.standard_normal(3)}
     Hv, hv, av = gc.compile([H, h, a])(vals)
     y = np.exp(av - av.max(1, keepdims=True))
     y /= y.sum(1, keepdims=True)
-    want = np.einsum("nh,np,ncq->hcpq", hv, hv, np.einsum("nc,cq->ncq", y, np.eye(3)) - np.einsum("nc,nq->ncq", y, y)) / 7
+    curvature = np.einsum("nc,cq->ncq", y, np.eye(3)) - np.einsum("nc,nq->ncq", y, y)  # diag(y) - y yᵀ per row
+    want = np.einsum("nh,np,ncq->hcpq", hv, hv, curvature) / 7
     np.testing.assert_allclose(Hv, want, rtol=1e-12, atol=1e-14)
 
 

@@ -72,7 +72,8 @@ def _check_pairs(fn: str, output: Node, wrt, others, what: str) -> tuple[bool, l
                 raise GraphError(f"{fn}: {role} {node.name!r} belongs to graph {node.graph.name!r}, "
                                  f"output {output.name!r} to {output.graph.name!r}")
             if node.kind != "float":
-                raise GradError(f"{fn}: {role} {node.name!r} holds {node.kind} values; derivatives exist only for floats")
+                raise GradError(f"{fn}: {role} {node.name!r} holds {node.kind} values; "
+                                "derivatives exist only for floats")
         if v.shape != w.shape:
             raise GradError(f"{fn}: the {what} for {w.name!r} must have its shape {format_shape(w.shape)}, "
                             f"but {v.name!r} has shape {format_shape(v.shape)}")
@@ -151,10 +152,6 @@ def _jvp_rule(node: Node, ins: list) -> Node | None:
         return _accumulate(node, parts)
     raise GradError(f"jvp: {op.describe()} ({node.name!r}) has no forward-mode rule")
 
-
-
-def _letters(rank: int) -> str:
-    return LETTERS[:rank]
 
 
 def _elementwise_part(node: Node, i: int, t: Node) -> Node:
