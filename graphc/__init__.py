@@ -9,7 +9,7 @@ opt_einsum calls.
 >>> dW, db = gc.grad(loss, [W, b])
 """
 
-from graphc.compiler import CompiledFunction, compile, grad
+from graphc.compiler import CompiledFunction, compile, grad, hessian, hvp, jvp
 from graphc.compiler.explain import explain
 from graphc.compiler.explain.draw import draw
 from graphc.errors import (
@@ -28,7 +28,7 @@ from graphc.testing import check_grads
 __version__ = "0.1.0"
 
 __all__ = [
-    "Graph", "Node", "grad", "compile", "explain", "draw", "check_grads", "CompiledFunction", "save_graph", "load_graph",
+    "Graph", "Node", "grad", "jvp", "hvp", "hessian", "compile", "explain", "draw", "check_grads", "CompiledFunction", "save_graph", "load_graph",
     "einsum", "matmul", "transpose", "sum", "mean", "trace", "diagonal", "outer",
     "add", "sub", "mul", "div", "neg", "power", "exp", "log", "sqrt", "tanh", "sigmoid", "relu", "step",
     "maximum", "minimum", "copy", "elementwise", "softmax", "log_softmax", "softmax_cross_entropy", "one_hot", "argmax",
