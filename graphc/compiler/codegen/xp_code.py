@@ -62,6 +62,21 @@ def _printer():
                 return f"xp.sqrt({self._print(base)})"
             return super()._print_Pow(expr, rational=rational)
 
+        # The stable primitives of graphc.ops.stable.
+        def _print_softplus(self, expr):
+            return f"xp.logaddexp(0.0, {self._print(expr.args[0])})"
+
+        def _print_sigmoid(self, expr):
+            # exp(min(u, 0))/(1 + exp(-|u|)): neither exp overflows, and both ends are exact to an ulp.
+            u = self._print(expr.args[0])
+            return f"(xp.exp(xp.minimum({u}, 0.0))/(1 + xp.exp(-xp.abs({u}))))"
+
+        def _print_log1p(self, expr):
+            return f"xp.log1p({self._print(expr.args[0])})"
+
+        def _print_expm1(self, expr):
+            return f"xp.expm1({self._print(expr.args[0])})"
+
         def _print_Float(self, expr):
             return repr(float(expr))
 
