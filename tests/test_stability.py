@@ -31,23 +31,24 @@ def _known_gap(name, points, dtype, which):
 def compiled():
     cache = {}
 
-    def get(name):
-        if name not in cache:
+    def get(name, lowering="auto"):
+        if (name, lowering) not in cache:
             fn = gc.elementwise(name.replace(" ", "_"), ACTS[name])
             g = gc.Graph("stab"); x = g.input("x", ("n",))
             y = fn(x, name="y"); (dx,) = gc.grad(gc.sum(y), [x])
-            cache[name] = gc.compile([y, dx])
-        return cache[name]
+            cache[name, lowering] = gc.compile([y, dx], lowering=lowering)
+        return cache[name, lowering]
     return get
 
 
+@pytest.mark.parametrize("lowering", ["auto", "array_api"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
 @pytest.mark.parametrize("name", list(ACTS))
-def test_value_and_gradient_match_mpmath(compiled, name, dtype):
+def test_value_and_gradient_match_mpmath(compiled, name, dtype, lowering):
     pts = stability_points(dtype)
     ref_v, ref_d = mp_reference(ACTS[name], pts)
     with np.errstate(all="ignore"):  # an unused Piecewise branch may overflow; its lane is discarded
-        v, d = compiled(name)(x=pts)
+        v, d = compiled(name, lowering)(x=pts)
     assert v.dtype == dtype and d.dtype == dtype
     for which, got, ref in (("value", v, ref_v), ("grad", d, ref_d)):
         err = relative_errors(got, ref, dtype)

@@ -25,6 +25,26 @@ def _printer():
         def _module_format(self, fqn, register=True):
             return "xp." + fqn.split(".")[-1]
 
+        def _print(self, expr, **kwargs):
+            # A real constant such as log(2) or sqrt(2/pi) as a Python float: ``xp.log(2)`` is a
+            # float64 scalar, which would promote a float32 array (NEP 50).
+            sp_ = _sympy()
+            if isinstance(expr, sp_.Expr) and expr.is_number and expr.is_real and not expr.is_Rational \
+                    and expr.free_symbols == set():
+                return repr(float(expr))
+            return super()._print(expr, **kwargs)
+
+        def _print_Mul(self, expr):
+            # The number factor last: 4*x*σ(-x) overflows at 4*x before σ(-x) = 0 can zero it,
+            # while x*σ(-x)*4 does not (the numpy lowering applies scalar factors last too).
+            from sympy.printing.precedence import precedence
+
+            c, rest = expr.as_coeff_Mul()
+            if c.is_Number and c not in (1, -1) and rest != 1 and not rest.is_number:
+                body = f"{self.parenthesize(rest, precedence(expr))}*{self._print(abs(c))}"
+                return f"-{body}" if c < 0 else body
+            return super()._print_Mul(expr)
+
         def _print_Piecewise(self, expr):
             # Nested xp.where, the last branch being the default.  All-number branches
             # would give an integer or float64 array: cast to the call's float dtype.
