@@ -163,11 +163,12 @@ def _rule(e):
                     return sp.Add(4 * sigmoid(2 * u) * sigmoid(-2 * u), *terms)
     if isinstance(e, sp.Mul):
         sig = fn["sigmoid"]
-        for f in e.args:  # exp(u)·σ(-u) → σ(u)  (exp(u)/(1 + exp(u)) after the 1/(1 + exp) rule)
+        for f in e.args:  # exp(u)·σ(-u)^k → σ(u)·σ(-u)^(k-1)  (exp(u)/(1 + exp(u))^k after the 1/(1 + exp) rule)
             if isinstance(f, sp.exp):
                 for h in e.args:
-                    if isinstance(h, sig) and sp.expand(h.args[0] + f.args[0]) == 0:
-                        return e / (f * h) * sig(f.args[0])
+                    s_, k = (h.base, h.exp) if isinstance(h, sp.Pow) and h.exp.is_Integer and h.exp > 0 else (h, 1)
+                    if isinstance(s_, sig) and sp.expand(s_.args[0] + f.args[0]) == 0:
+                        return e / (f * h) * sig(f.args[0]) * s_ ** (k - 1)
         return _quotient(e)
     return None
 
