@@ -107,9 +107,8 @@ GRAPH_OPS = {
 
 
 _CHAIN_GAPS = {
-    "sigmoid(exp ratio)": "the gradient keeps exp(x) as a shared node, so exp(x)·σ(-x) is not seen as σ(x): "
-                          "1 - σ cancels for x > 10",
-    "tanh(exp ratio)": "the quotient's shared exp nodes are not recomposed: exp(-x) overflows for x < -88 (f32)",
+    "tanh(exp ratio)": "the value becomes tanh, but the gradient's quotient rule terms (shared exp nodes) "
+                       "become tanh/cosh and 1/(exp + exp), which overflow for |x| > 89 (f32)",
 }
 
 

@@ -146,6 +146,19 @@ def _rule(e):
                     terms.remove(-1)
                     terms.remove(t)
                     return sp.Add(expm1(t.args[0]), *terms)
+        sig = fn["sigmoid"]
+        # 1 - σ(u) → σ(-u)
+        if 1 in terms:
+            for t in terms:
+                if isinstance(t, sp.Mul) and len(t.args) == 2 and t.args[0] == -1 and isinstance(t.args[1], sig):
+                    terms.remove(1)
+                    terms.remove(t)
+                    return sp.Add(sig(-t.args[1].args[0]), *terms)
+        # σ(u) - σ(u)² (a derivative of a quotient, summed) → σ(u)·(1 - σ(u)), then the rule above
+        if any(t.has(sig) for t in terms):
+            factored = sp.factor_terms(e)
+            if factored != e and isinstance(factored, sp.Mul):
+                return factored
         # 1 ± tanh(u) → 2σ(±2u);  1 - tanh(u)² → 4σ(2u)σ(-2u)
         if 1 in terms:
             for t in terms:
@@ -163,12 +176,16 @@ def _rule(e):
                     return sp.Add(4 * sigmoid(2 * u) * sigmoid(-2 * u), *terms)
     if isinstance(e, sp.Mul):
         sig = fn["sigmoid"]
-        for f in e.args:  # exp(u)·σ(-u)^k → σ(u)·σ(-u)^(k-1)  (exp(u)/(1 + exp(u))^k after the 1/(1 + exp) rule)
+        # exp(j·u)·σ(-u)^k → σ(u)^j·σ(-u)^(k-j) for 1 <= j <= k  (exp(u)^j/(1 + exp(u))^k after the
+        # 1/(1 + exp) rule; sympy merges exp(u)·exp(u) into exp(2u))
+        for f in e.args:
             if isinstance(f, sp.exp):
                 for h in e.args:
                     s_, k = (h.base, h.exp) if isinstance(h, sp.Pow) and h.exp.is_Integer and h.exp > 0 else (h, 1)
-                    if isinstance(s_, sig) and sp.expand(s_.args[0] + f.args[0]) == 0:
-                        return e / (f * h) * sig(f.args[0]) * s_ ** (k - 1)
+                    if isinstance(s_, sig):
+                        j = sp.simplify(-f.args[0] / s_.args[0])
+                        if j.is_Integer and 1 <= j <= k:
+                            return e / (f * h) * sig(-s_.args[0]) ** j * s_ ** (k - j)
         return _quotient(e)
     return None
 

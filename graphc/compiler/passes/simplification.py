@@ -246,21 +246,14 @@ def fuse_elementwise(outputs: Sequence[Node]) -> list[Node]:
     return rewrite(outputs, visit)
 
 
-def _count_stable(expr) -> int:
-    from graphc.ops.stable import functions
-
-    kinds = tuple(functions().values())
-    return sum(1 for e in _sympy().preorder_traversal(expr) if isinstance(e, kinds))
-
-
-def stabilize_chains(outputs: Sequence[Node], depth: int = 4) -> list[Node]:
+def stabilize_chains(outputs: Sequence[Node], depth: int = 6) -> list[Node]:
     """Rewrite chains of elementwise nodes that are unstable only together (issue 14).
 
     ``gc.log(1 + gc.exp(x))`` is three nodes, each harmless alone; composed, the expression is
     ``log(1 + exp(x))``, which :func:`graphc.ops.stable.stabilize` turns into softplus(x).  Each
     elementwise node's expression is composed with its elementwise producers (up to ``depth``
     levels, whatever their other uses: those keep their own nodes) and replaced by the stable
-    composition when that brings in a stable function (softplus, sigmoid, log1p, expm1).
+    composition when one of the rules fired on it.
     """
     sp = _sympy()
     from graphc.ops.stable import stabilize
@@ -290,7 +283,7 @@ def stabilize_chains(outputs: Sequence[Node], depth: int = 4) -> list[Node]:
         if not any(isinstance(i.op, Elementwise) for i in inputs) or not composed.has(sp.exp, sp.log, sp.tanh):
             return _clone(node, inputs)
         stable = stabilize(composed)
-        if _count_stable(stable) <= _count_stable(composed):
+        if stable == composed:
             return _clone(node, inputs)
         used = [v for v in leaves.values() if v[0] in stable.free_symbols]
         fn = ElementwiseFn.from_expr(f"{op.fn.name}∘", tuple(v[0] for v in used), stable)
