@@ -78,7 +78,7 @@ def test_sigmoid_derivative_is_not_written_through_cosh():
     assert "cosh" not in text
 
 
-@pytest.mark.parametrize("name", ["softplus", "log-sigmoid", "swish", "elu"])
+@pytest.mark.parametrize("name", ["softplus", "log-sigmoid", "swish", "elu", "log-cosh"])
 def test_stable_forms_save_and_load(tmp_path, name):
     fn = gc.elementwise(name.replace("-", "_"), ACTS[name])
     g = gc.Graph("io"); x = g.input("x", ("n",)); y = fn(x, name="y"); (dx,) = gc.grad(gc.sum(y), [x])

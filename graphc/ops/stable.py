@@ -7,6 +7,7 @@ expressions, bottom-up, into functions that are exact to a few ulps over the who
 * :class:`softplus` ``log(1 + exp(u))``, emitted as ``logaddexp(0, u)``;
 * :class:`sigmoid` ``1/(1 + exp(-u))``, emitted without overflow as
   ``exp(min(u, 0))/(1 + exp(-|u|))``;
+* :class:`logcosh` ``log(cosh(u))``, emitted as ``|u| + softplus(-2|u|) - log 2``;
 * ``log1p`` and ``expm1`` (sympy's ``codegen.cfunctions``) for ``log(1 + u)`` and ``exp(u) - 1``.
 
 Each function carries its own ``fdiff``, so ``sympy.diff`` keeps derivatives in these terms:
@@ -80,7 +81,27 @@ def functions() -> dict:
         def _eval_evalf(self, prec):
             return sp.log(1 + sp.exp(self.args[0]))._eval_evalf(prec)
 
-    return {"sigmoid": sigmoid, "softplus": softplus, "log1p": log1p, "expm1": expm1}
+    class logcosh(sp.Function):
+        """log cosh u, emitted as |u| + softplus(-2|u|) - log 2 (log1p(2 sinh²(u/2)) for |u| < 1)."""
+
+        @classmethod
+        def eval(cls, u):
+            if u.is_zero:
+                return sp.Integer(0)
+
+        def fdiff(self, argindex=1):
+            return sp.tanh(self.args[0])
+
+        def _eval_rewrite_as_exp(self, u, **kw):
+            return sp.log(sp.cosh(u))
+
+        def _eval_is_real(self):
+            return self.args[0].is_real
+
+        def _eval_evalf(self, prec):
+            return sp.log(sp.cosh(self.args[0]))._eval_evalf(prec)
+
+    return {"sigmoid": sigmoid, "softplus": softplus, "logcosh": logcosh, "log1p": log1p, "expm1": expm1}
 
 
 def sigmoid(u):
@@ -122,9 +143,7 @@ def _rule(e):
         if isinstance(a, sp.Pow) and a.exp == -1 and isinstance(a.base, fn["sigmoid"]):
             return softplus(-a.base.args[0])  # log(1/σ(u)) → softplus(-u)
         if isinstance(a, sp.cosh):
-            u = a.args[0]  # log cosh u = |u| + log1p(exp(-2|u|)) - log 2 = softplus(-2|u|) + |u| - log 2
-            return sp.Piecewise((log1p(2 * sp.sinh(u / 2) ** 2), sp.Abs(u) < 1),
-                                (sp.Abs(u) + softplus(-2 * sp.Abs(u)) - sp.log(2), True))
+            return fn["logcosh"](a.args[0])  # log cosh u → logcosh(u), whose derivative is tanh u
         if isinstance(a, sp.Pow) and isinstance(a.base, sp.Add):
             return None
     if isinstance(e, sp.Pow) and e.exp.is_Integer and e.exp < 0:

@@ -91,6 +91,12 @@ def _printer():
             u = self._print(expr.args[0])
             return f"(xp.exp(xp.minimum({u}, 0.0))/(1 + xp.exp(-xp.abs({u}))))"
 
+        def _print_logcosh(self, expr):
+            # |u| + log1p(exp(-2|u|)) - log 2, which cancels for small u: there log1p(2·sinh²(u/2)).
+            u = self._print(expr.args[0])
+            big = f"(xp.abs({u}) + xp.logaddexp(0.0, -2*xp.abs({u})) - {float(_sympy().log(2))!r})"
+            return f"xp.where(xp.abs({u}) < 1, xp.log1p(2*xp.sinh({u}/2)**2), {big})"
+
         def _print_log1p(self, expr):
             return f"xp.log1p({self._print(expr.args[0])})"
 
