@@ -13,7 +13,7 @@ the true value underflows, 0 if within the dtype's smallest normal (``graphc.tes
 
 jax and torch are optional: their columns are skipped when they are not importable.
 
-    python benchmarks/bench_stability.py [--no-peers]
+    python benchmarks/bench_stability.py [--no-peers] [--summary]
 """
 
 from __future__ import annotations
@@ -87,6 +87,9 @@ def _available(module):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--no-peers", action="store_true", help="graphc only (no jax/torch columns)")
+    ap.add_argument("--summary", action="store_true",
+                    help="one row per activation: the worst of value and gradient for |z| <= 1e4 per dtype, "
+                         "'!' where some point (extremes included) gives NaN/inf")
     args = ap.parse_args(argv)
     impls = {"graphc": _graphc}
     if not args.no_peers:
@@ -95,12 +98,16 @@ def main(argv=None):
                 impls[mod] = make
             else:
                 print(f"({mod} not importable: column skipped)")
-    head = f"{'activation':20s} {'dtype':7s} {'range':9s} " + " ".join(f"{k + ' val/grad':>19s}" for k in impls)
+    if args.summary:
+        head = f"{'activation':20s} " + " ".join(f"{k + ' f32/f64':>19s}" for k in impls)
+    else:
+        head = f"{'activation':20s} {'dtype':7s} {'range':9s} " + " ".join(f"{k + ' val/grad':>19s}" for k in impls)
     print("max error vs mpmath (relative; underflow: 0 if within the smallest normal; inf = NaN/inf)")
     print(head)
     print("-" * len(head))
     for name, build in naive_activations().items():
         runners = {k: make(name, build) for k, make in impls.items()}
+        worst = {}
         for dtype in (np.float32, np.float64):
             pts = stability_points(dtype)
             ref_v, ref_d = mp_reference(build, pts)
@@ -111,7 +118,13 @@ def main(argv=None):
                 with np.errstate(all="ignore"):
                     v, d = run(pts.copy())
                 errs[k] = (relative_errors(v, ref_v, dtype), relative_errors(d, ref_d, dtype))
+            inner = np.abs(pts.astype(np.float64)) <= 1e4
+            for k, (ev, ed) in errs.items():  # summary: worst for |z| <= 1e4, "!" if an extreme is NaN/inf
+                worst[k, dtype] = (max(float(ev[inner].max()), float(ed[inner].max())),
+                                   "!" if np.isinf(np.concatenate([ev, ed])).any() else " ")
             for rname, sel in RANGES.items():
+                if args.summary:
+                    break
                 mask = sel(pts.astype(np.float64))
                 cells = []
                 for k in impls:
@@ -121,6 +134,10 @@ def main(argv=None):
                     ev, ed = (float(e[mask].max()) for e in errs[k])
                     cells.append(f"{ev:>9.1e}/{ed:<9.1e}")
                 print(f"{name:20s} {np.dtype(dtype).name:7s} {rname:9s} " + " ".join(cells))
+        if args.summary:
+            cells = [f"{worst[k, np.float32][0]:>9.1e}{worst[k, np.float32][1]}/{worst[k, np.float64][0]:.1e}"
+                     f"{worst[k, np.float64][1]}" if (k, np.float32) in worst else f"{'-':>19s}" for k in impls]
+            print(f"{name:20s} " + " ".join(cells))
     return 0
 
 
