@@ -95,3 +95,80 @@ def check_grads(output, wrt, values: Mapping, *, eps: float = 1e-6, rtol: float 
             )
         report[node.name] = (sym, num)
     return report
+
+
+# -- numerical stability: textbook activations written naively, against mpmath ------------------
+def naive_activations() -> dict:
+    """Textbook activations as a user writes them, ``name -> (z -> sympy expression)``.
+
+    graphc rewrites each into stable forms before emitting code (:mod:`graphc.ops.stable`);
+    ``tests/test_stability.py`` and ``benchmarks/bench_stability.py`` check them.
+    """
+    import sympy as sp
+
+    c = sp.sqrt(2 / sp.pi)
+    return {
+        "softplus": lambda z: sp.log(1 + sp.exp(z)),
+        "softplus(-z)": lambda z: sp.log(1 + sp.exp(-z)),
+        "sigmoid": lambda z: 1 / (1 + sp.exp(-z)),
+        "sigmoid(exp ratio)": lambda z: sp.exp(z) / (1 + sp.exp(z)),
+        "log-sigmoid": lambda z: sp.log(1 / (1 + sp.exp(-z))),
+        "tanh(exp ratio)": lambda z: (sp.exp(z) - sp.exp(-z)) / (sp.exp(z) + sp.exp(-z)),
+        "swish": lambda z: z / (1 + sp.exp(-z)),
+        "mish": lambda z: z * sp.tanh(sp.log(1 + sp.exp(z))),
+        "gelu(tanh)": lambda z: z / 2 * (1 + sp.tanh(c * (z + sp.Rational(44715, 1000000) * z ** 3))),
+        "elu": lambda z: sp.Piecewise((z, z > 0), (sp.exp(z) - 1, True)),
+        "log-cosh": lambda z: sp.log(sp.cosh(z)),
+    }
+
+
+def stability_points(dtype) -> np.ndarray:
+    """Inputs from -1e4 to 1e4, small ones, and the dtype's extremes (largest, smallest normal)."""
+    fi = np.finfo(dtype)
+    mags = [float(fi.tiny), 1e-30, 1e-7, 1e-3, 0.1, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0, 17.0, 20.0, 30.0, 40.0,
+            50.0, 88.0, 89.0, 100.0, 300.0, 700.0, 710.0, 1e3, 1e4, 1e30, float(fi.max)]
+    pts = sorted({0.0, *mags, *(-m for m in mags)})
+    return np.array(pts, dtype=dtype)
+
+
+def mp_reference(build, points, dps: int = 1100):
+    """(values, derivatives) of the naive formula at ``points`` as mpmath numbers (exact to far past float64).
+
+    1100 digits keep ``1 + exp(-2000)`` apart from 1: whatever the formula loses beyond that
+    lies below float64's smallest normal.
+    """
+    import mpmath
+    import sympy as sp
+
+    z = sp.Symbol("z", real=True)
+    expr = build(z)
+    f, df = (sp.lambdify(z, e, "mpmath") for e in (expr, sp.diff(expr, z)))
+    vals, ders = [], []
+    with mpmath.workdps(dps):
+        for p in points:
+            x = mpmath.mpf(float(p))
+            vals.append(+f(x))
+            ders.append(+df(x))
+    return vals, ders
+
+
+def relative_errors(got, ref, dtype) -> np.ndarray:
+    """Per point, |got - ref|/|ref|; where the true value underflows (|ref| below the dtype's
+    smallest normal ``tiny``), 0 if |got - ref| <= tiny, else |got - ref|/tiny.
+
+    A NaN or infinite ``got`` counts as ``inf`` (unless ``ref`` itself overflows the dtype the same way).
+    """
+    import mpmath
+
+    tiny, big = mpmath.mpf(float(np.finfo(dtype).tiny)), float(np.finfo(dtype).max)
+    out = []
+    for g, r in zip(np.asarray(got, dtype=np.float64).ravel(), ref):
+        if not np.isfinite(g):
+            out.append(0.0 if abs(r) > big and g == float(mpmath.sign(r)) * np.inf else np.inf)
+            continue
+        diff = abs(mpmath.mpf(float(g)) - r)
+        if abs(r) < tiny:
+            out.append(0.0 if diff <= tiny else float(diff / tiny))
+        else:
+            out.append(float(diff / abs(r)))
+    return np.array(out)

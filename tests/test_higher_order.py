@@ -224,7 +224,7 @@ def test_explain_shows_a_jvp_rule_by_rule():
     y = gc.tanh(gc.matmul(x, W, name="xW"), name="y")
     text = gc.explain(gc.jvp(y, W, V))
     assert "∂xW[n,j] = Σ_i x[n,i]·V[i,j]    (∂xW = x·V)" in text
-    assert "∂y[n,j] = (1 - tanh(xW[n,j])**2)·∂xW[n,j]" in text
+    assert "∂y[n,j] = 4·∂xW[n,j]·sigmoid(-2·xW[n,j])·sigmoid(2·xW[n,j])" in text
 
 
 # -- errors ------------------------------------------------------------------------------------

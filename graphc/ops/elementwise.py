@@ -24,6 +24,7 @@ from graphc.ops.indices import format_shape, out_letters
 from graphc.ops.leaves import Constant, Zeros, constant, operand_symbol, zeros
 from graphc.ops.node import Node, Op, as_node, letters_of, same_graph
 from graphc.ops.registry import saved_as
+from graphc.ops.stable import sigmoid as _sigmoid, stabilize
 from graphc.ops.symbolic import number, symbols as _symbols
 from graphc.ops.symbolic import sympy_module as _sympy
 
@@ -61,7 +62,7 @@ class ElementwiseFn:
 
     @functools.cached_property
     def expr(self):
-        expr = _sympy().sympify(self._build(*self.symbols))
+        expr = stabilize(_sympy().sympify(self._build(*self.symbols)))
         extra = expr.free_symbols - set(self.symbols)
         if extra:
             raise GraphError(f"elementwise {self.name!r}: expression {expr} uses unknown symbols {sorted(map(str, extra))}")
@@ -80,7 +81,7 @@ class ElementwiseFn:
             sp = _sympy()
             x = self.symbols
             d = self._derivatives[i](*x) if i in self._derivatives else sp.diff(self.expr, x[i])
-            d = _tidy(d)
+            d = _tidy(stabilize(d))
             uses_output = False
             if self._inverse is not None and self.arity == 1:
                 y = sp.Symbol("y", real=True)
@@ -104,8 +105,9 @@ def _tidy(expr):
     sp = _sympy()
     expr = sp.piecewise_fold(expr)
     if expr.has(sp.Piecewise):
-        return expr
-    return sp.simplify(expr)
+        return stabilize(expr)
+    # simplify may bring back unstable forms (1 - tanh² as cosh⁻²): stabilize after it too.
+    return stabilize(sp.simplify(expr))
 
 
 @saved_as("elementwise")
@@ -328,9 +330,10 @@ COPY = ElementwiseFn("copy", 1, lambda a: a)  # fan-out: adjoints of every use a
 EXP = ElementwiseFn("exp", 1, lambda a: _sympy().exp(a), inverse=lambda y: _sympy().log(y))
 LOG = ElementwiseFn("log", 1, lambda a: _sympy().log(a))
 SQRT = ElementwiseFn("sqrt", 1, lambda a: _sympy().sqrt(a), inverse=lambda y: y ** 2)
-TANH = ElementwiseFn("tanh", 1, lambda a: _sympy().tanh(a), inverse=lambda y: _sympy().atanh(y))
-SIGMOID = ElementwiseFn("sigmoid", 1, lambda a: 1 / (1 + _sympy().exp(-a)),
-                        inverse=lambda y: _sympy().log(y / (1 - y)))
+# tanh' = 4σ(2a)σ(-2a) (graphc.ops.stable), not 1 - y²: in float32 1 - tanh(10)² is 0, not 8e-9.
+TANH = ElementwiseFn("tanh", 1, lambda a: _sympy().tanh(a))
+# σ' = σ(a)·σ(-a) (from the stable sigmoid's fdiff), not σ(1 - σ): 1 - σ rounds to 0 for large a.
+SIGMOID = ElementwiseFn("sigmoid", 1, lambda a: _sigmoid(a))
 RELU = ElementwiseFn("relu", 1, lambda a: _pw(a, a > 0))
 STEP = ElementwiseFn("step", 1, lambda a: _pw(1, a > 0))  # zero gradient almost everywhere
 # The seed's gradient router: on a tie both sides receive the gradient.
@@ -490,7 +493,7 @@ def sqrt(a, name=None):
 
 
 def tanh(a, name=None):
-    """``tanh(a)`` elementwise; its derivative reuses the output: ``1 - y²``.
+    """``tanh(a)`` elementwise; its derivative 1 - tanh² is written 4·σ(2a)·σ(-2a), exact where 1 - y² rounds to 0.
 
     >>> import graphc as gc
     >>> g = gc.Graph("tanh"); a = g.input("a", ("n",)); dy = g.input("dy", ("n",))
@@ -499,22 +502,22 @@ def tanh(a, name=None):
     forward:
       y[n] = tanh(a[n])
     backward:
-      da[n] = (1 - y[n]**2)·dy[n]
+      da[n] = 4·dy[n]·sigmoid(-2·a[n])·sigmoid(2·a[n])
     """
     return apply(TANH, (a,), name)
 
 
 def sigmoid(a, name=None):
-    """The logistic function ``1/(1 + exp(-a))`` elementwise.
+    """The logistic function ``σ(a) = 1/(1 + exp(-a))`` elementwise, emitted without overflow; σ' = σ(a)·σ(-a).
 
     >>> import graphc as gc
     >>> g = gc.Graph("sigmoid"); a = g.input("a", ("n",)); dy = g.input("dy", ("n",))
     >>> y = gc.sigmoid(a, name="y")
     >>> print(gc.explain([y, *gc.grad(y, [a], seed=dy)], forward=True))
     forward:
-      y[n] = 1/(1 + exp(-a[n]))
+      y[n] = sigmoid(a[n])
     backward:
-      da[n] = dy[n]/(2·(1 + cosh(a[n])))
+      da[n] = dy[n]·sigmoid(-a[n])·sigmoid(a[n])
     """
     return apply(SIGMOID, (a,), name)
 

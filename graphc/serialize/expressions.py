@@ -31,12 +31,15 @@ def _sp():
 #: The sympy classes an expression may use, besides numbers, symbols, constants and Piecewise.
 SYMPY_FUNCTIONS = ("Add Mul Pow exp log sin cos tan asin acos atan sinh cosh tanh asinh acosh atanh Abs sign "
                    "floor ceiling Max Min Heaviside erf StrictGreaterThan StrictLessThan GreaterThan LessThan "
-                   "Equality Unequality And Or Not Xor ITE").split()
+                   "Equality Unequality And Or Not Xor ITE sigmoid softplus logcosh log1p expm1").split()
 
 
 @functools.lru_cache(maxsize=None)
 def _function_table() -> dict:
-    return {n: getattr(_sp(), n) for n in SYMPY_FUNCTIONS}
+    from graphc.ops.stable import functions
+
+    stable = functions()  # the stable primitives (graphc.ops.stable) are not in sympy's namespace
+    return {n: stable[n] if n in stable else getattr(_sp(), n) for n in SYMPY_FUNCTIONS}
 
 
 @functools.lru_cache(maxsize=None)

@@ -33,7 +33,7 @@ def _numpy_names() -> frozenset:
 _UNARY = {"exp": "exp", "log": "log", "tanh": "tanh", "sqrt": "sqrt", "Abs": "absolute", "sin": "sin",
           "cos": "cos", "tan": "tan", "sinh": "sinh", "cosh": "cosh", "asin": "arcsin", "acos": "arccos",
           "atan": "arctan", "asinh": "arcsinh", "acosh": "arccosh", "atanh": "arctanh", "sign": "sign",
-          "floor": "floor", "ceiling": "ceil"}
+          "floor": "floor", "ceiling": "ceil", "log1p": "log1p", "expm1": "expm1"}
 _RELATIONAL = {"StrictGreaterThan": "greater", "GreaterThan": "greater_equal", "StrictLessThan": "less",
                "LessThan": "less_equal", "Equality": "equal", "Unequality": "not_equal"}
 
@@ -132,6 +132,20 @@ class UfuncLowering:
         elif name in _UNARY:
             x = self._operand(e.args[0], temps, into=dest)
             self._emit(f"xp.{_UNARY[name]}({x}, out={dest})", dest)
+        elif name == "softplus":  # graphc.ops.stable: log(1 + exp(u)) without overflow
+            x = self._operand(e.args[0], temps, into=dest)
+            self._emit(f"xp.logaddexp({self.hoist('0')}, {x}, out={dest})", dest)
+        elif name == "sigmoid":  # exp(min(u, 0))/(1 + exp(-|u|)): no overflow, exact at both ends
+            u = self._operand(e.args[0], temps)
+            t = self.scratch("float")
+            temps.append(t)
+            self._emit(f"xp.absolute({u}, out={t})", t)
+            self._emit(f"xp.negative({t}, out={t})", t)
+            self._emit(f"xp.exp({t}, out={t})", t)
+            self._emit(f"xp.add({t}, {self.hoist('1')}, out={t})", t)
+            self._emit(f"xp.minimum({u}, {self.fill('0')}, out={dest})", dest)
+            self._emit(f"xp.exp({dest}, out={dest})", dest)
+            self._emit(f"xp.divide({dest}, {t}, out={dest})", dest)
         elif name in _RELATIONAL:
             a, b = (self._operand(arg, temps) for arg in e.args)
             self._emit(f"xp.{_RELATIONAL[name]}({a}, {b}, out={dest})", dest)

@@ -25,6 +25,26 @@ def _printer():
         def _module_format(self, fqn, register=True):
             return "xp." + fqn.split(".")[-1]
 
+        def _print(self, expr, **kwargs):
+            # A real constant such as log(2) or sqrt(2/pi) as a Python float: ``xp.log(2)`` is a
+            # float64 scalar, which would promote a float32 array (NEP 50).
+            sp_ = _sympy()
+            if isinstance(expr, sp_.Expr) and expr.is_number and expr.is_real and not expr.is_Rational \
+                    and expr.free_symbols == set():
+                return repr(float(expr))
+            return super()._print(expr, **kwargs)
+
+        def _print_Mul(self, expr):
+            # The number factor last: 4*x*σ(-x) overflows at 4*x before σ(-x) = 0 can zero it,
+            # while x*σ(-x)*4 does not (the numpy lowering applies scalar factors last too).
+            from sympy.printing.precedence import precedence
+
+            c, rest = expr.as_coeff_Mul()
+            if c.is_Number and c not in (1, -1) and rest != 1 and not rest.is_number:
+                body = f"{self.parenthesize(rest, precedence(expr))}*{self._print(abs(c))}"
+                return f"-{body}" if c < 0 else body
+            return super()._print_Mul(expr)
+
         def _print_Piecewise(self, expr):
             # Nested xp.where, the last branch being the default.  All-number branches
             # would give an integer or float64 array: cast to the call's float dtype.
@@ -61,6 +81,27 @@ def _printer():
             if e == sp.Rational(1, 2):
                 return f"xp.sqrt({self._print(base)})"
             return super()._print_Pow(expr, rational=rational)
+
+        # The stable primitives of graphc.ops.stable.
+        def _print_softplus(self, expr):
+            return f"xp.logaddexp(0.0, {self._print(expr.args[0])})"
+
+        def _print_sigmoid(self, expr):
+            # exp(min(u, 0))/(1 + exp(-|u|)): neither exp overflows, and both ends are exact to an ulp.
+            u = self._print(expr.args[0])
+            return f"(xp.exp(xp.minimum({u}, 0.0))/(1 + xp.exp(-xp.abs({u}))))"
+
+        def _print_logcosh(self, expr):
+            # |u| + log1p(exp(-2|u|)) - log 2, which cancels for small u: there log1p(2·sinh²(u/2)).
+            u = self._print(expr.args[0])
+            big = f"(xp.abs({u}) + xp.logaddexp(0.0, -2*xp.abs({u})) - {float(_sympy().log(2))!r})"
+            return f"xp.where(xp.abs({u}) < 1, xp.log1p(2*xp.sinh({u}/2)**2), {big})"
+
+        def _print_log1p(self, expr):
+            return f"xp.log1p({self._print(expr.args[0])})"
+
+        def _print_expm1(self, expr):
+            return f"xp.expm1({self._print(expr.args[0])})"
 
         def _print_Float(self, expr):
             return repr(float(expr))

@@ -218,20 +218,23 @@ def fuse_elementwise(outputs: Sequence[Node]) -> list[Node]:
             return _clone(node, inputs)
         op = node.op
         subs, symbols, operands, indices = {}, [], [], []
+        seen: dict = {}  # one symbol per (operand, indices): the stable rules must see x and x as one
+
+        def operand(n, idx):
+            if (id(n), idx) not in seen:
+                seen[id(n), idx] = sp.Symbol(f"f{next(counter)}", real=True)
+                symbols.append(seen[id(n), idx]); operands.append(n); indices.append(idx)
+            return seen[id(n), idx]
+
         for k, (sym, new, idx) in enumerate(zip(op.fn.symbols, inputs, op.in_indices)):
             if k not in fusable:
-                fresh = sp.Symbol(f"f{next(counter)}", real=True)
-                subs[sym] = fresh
-                symbols.append(fresh); operands.append(new); indices.append(idx)
+                subs[sym] = operand(new, idx)
                 continue
             inner = new.op
             letter = dict(zip(inner.out_indices, idx))
             inner_subs = {}
             for isym, inode, iidx in zip(inner.fn.symbols, new.inputs, inner.in_indices):
-                fresh = sp.Symbol(f"f{next(counter)}", real=True)
-                inner_subs[isym] = fresh
-                symbols.append(fresh); operands.append(inode)
-                indices.append("".join(letter[c] for c in iidx))
+                inner_subs[isym] = operand(inode, "".join(letter[c] for c in iidx))
             subs[sym] = inner.fn.expr.xreplace(inner_subs)
         expr = sp.piecewise_fold(op.fn.expr.xreplace(subs))
         fn = ElementwiseFn.from_expr(f"{op.fn.name}∘", tuple(symbols), expr)
@@ -243,12 +246,63 @@ def fuse_elementwise(outputs: Sequence[Node]) -> list[Node]:
     return rewrite(outputs, visit)
 
 
+def stabilize_chains(outputs: Sequence[Node], depth: int = 6) -> list[Node]:
+    """Rewrite chains of elementwise nodes that are unstable only together (issue 14).
+
+    ``gc.log(1 + gc.exp(x))`` is three nodes, each harmless alone; composed, the expression is
+    ``log(1 + exp(x))``, which :func:`graphc.ops.stable.stabilize` turns into softplus(x).  Each
+    elementwise node's expression is composed with its elementwise producers (up to ``depth``
+    levels, whatever their other uses: those keep their own nodes) and replaced by the stable
+    composition when one of the rules fired on it.
+    """
+    sp = _sympy()
+    from graphc.ops.stable import stabilize
+
+    def visit(node, inputs):
+        if not isinstance(node.op, Elementwise) or node.kind != "float":
+            return _clone(node, inputs)
+        leaves: dict = {}
+
+        def leaf(n, idx):
+            key = (id(n), idx)
+            if key not in leaves:
+                leaves[key] = (sp.Symbol(f"s{len(leaves)}", real=True), n, idx)
+            return leaves[key][0]
+
+        def compose(n, letters, level):
+            op = n.op
+            if level == 0 or not isinstance(op, Elementwise) or n.kind != "float":
+                return leaf(n, letters)
+            letter = dict(zip(op.out_indices, letters))
+            return op.fn.expr.xreplace({sym: compose(i, "".join(letter[c] for c in idx), level - 1)
+                                        for sym, i, idx in zip(op.fn.symbols, n.inputs, op.in_indices)})
+
+        op = node.op
+        composed = op.fn.expr.xreplace({sym: compose(i, idx, depth - 1)
+                                        for sym, i, idx in zip(op.fn.symbols, inputs, op.in_indices)})
+        if not any(isinstance(i.op, Elementwise) for i in inputs) or not composed.has(sp.exp, sp.log, sp.tanh):
+            return _clone(node, inputs)
+        stable = stabilize(composed)
+        if stable == composed:
+            return _clone(node, inputs)
+        used = [v for v in leaves.values() if v[0] in stable.free_symbols]
+        fn = ElementwiseFn.from_expr(f"{op.fn.name}∘", tuple(v[0] for v in used), stable)
+        out = make(fn, [v[1] for v in used], [v[2] for v in used], op.out_indices, node.shape,
+                   name=None if node.auto_named else node.name)
+        if node.origin is not None:
+            node.graph.set_origin(out, *node.origin)
+        return out
+
+    return rewrite(outputs, visit)
+
+
 def simplify(outputs: Sequence[Node], fuse: bool = True) -> list[Node]:
     """CSE, then (with ``fuse``) contraction merging, scalar folding and elementwise fusion, then CSE again."""
     outputs = cse(outputs)
     if fuse:
         outputs = fuse_contractions(outputs)
         outputs = fold_scalar_factors(outputs)
+        outputs = stabilize_chains(outputs)
         outputs = fuse_elementwise(outputs)
         outputs = cse(outputs)
     return outputs
