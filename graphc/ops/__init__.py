@@ -7,7 +7,7 @@ nodes).  Nothing here imports :mod:`graphc.compiler`; the compiler reads these o
 """
 
 from graphc.ops.contraction import (
-    Contraction, Spec, diagonal, einsum, matmul, outer, parse_spec, sum, trace, transpose,
+    Contraction, Spec, broadcast_to, diagonal, einsum, matmul, outer, parse_spec, sum, trace, transpose,
 )
 from graphc.ops.cross_entropy import SoftmaxCrossEntropy, softmax_cross_entropy
 from graphc.ops.elementwise import (
@@ -26,7 +26,7 @@ from graphc.ops.operators import mean
 __all__ = [
     "Graph", "Node", "Op", "Spec", "Contraction", "Elementwise", "ElementwiseFn", "Constant", "Delta",
     "DimSize", "Input", "Param", "Zeros", "Softmax", "LogSoftmax", "SoftmaxCrossEntropy", "OneHot", "Argmax",
-    "einsum", "matmul", "transpose", "sum", "mean", "trace", "diagonal", "outer", "parse_spec",
+    "einsum", "matmul", "transpose", "sum", "mean", "broadcast_to", "trace", "diagonal", "outer", "parse_spec",
     "add", "sub", "mul", "div", "neg", "power", "exp", "log", "sqrt", "tanh", "sigmoid", "relu", "step",
     "maximum", "minimum", "copy", "softmax", "log_softmax", "softmax_cross_entropy", "one_hot", "argmax",
 ]

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Mapping, Sequence
 
 from graphc.errors import GraphError, ShapeError, SpecError
-from graphc.ops.indices import DERIVATIVE, LETTERS, fresh_letter, format_shape, letters_for
+from graphc.ops.indices import DERIVATIVE, LETTERS, check_shape, fresh_letter, format_shape, letters_for
 from graphc.ops.leaves import Delta, Zeros, delta, operand_symbol, zeros
 from graphc.ops.node import Node, Op, as_node, same_graph
 from graphc.ops.registry import saved_as
@@ -126,6 +126,22 @@ class Contraction(Op):
 
     def index_letters(self, node):
         return self.spec.output
+
+    def kept_axes(self, node):
+        """Size-1 output axes found in no operand (``keepdims=True``, ``broadcast_to``), and the
+        kept axes of a single operand carried through (a transpose of a kept axis)."""
+        spec, kept = self.spec, set()
+        present = set("".join(spec.inputs))
+        for k, c in enumerate(spec.output):
+            if node.shape[k] != 1:
+                continue
+            if c not in present:
+                kept.add(k)
+            elif len(spec.inputs) == 1 and spec.inputs[0].count(c) == 1:
+                operand = node.inputs[0]
+                if spec.inputs[0].index(c) in operand.op.kept_axes(operand):
+                    kept.add(k)
+        return frozenset(kept)
 
     def view_of(self, node):
         if len(node.inputs) != 1:
@@ -417,19 +433,106 @@ def _axes(x: Node, axis, op_name: str) -> tuple:
     return tuple(norm)
 
 
-def sum(x: Node, axis=None, name: str | None = None) -> Node:  # noqa: A001 - mirrors numpy
+def sum(x: Node, axis=None, name: str | None = None, keepdims: bool = False) -> Node:  # noqa: A001 - mirrors numpy
     """Sum over ``axis`` (all axes by default): the contraction ``ij->j`` and friends.
+
+    ``keepdims=True`` keeps each summed axis with size 1, as numpy does; such a kept axis
+    stretches against any dim in an elementwise op (``x - x.sum(1, keepdims=True)``), where
+    other size-1 dims must match exactly.
 
     >>> import graphc as gc
     >>> g = gc.Graph("sum"); x = g.input("x", ("n", 3))
     >>> print(gc.explain(gc.sum(x, 0, name="s")))
     forward:
       s[i] = Σ_n x[n,i]    (s = Σ_n x)
+    >>> gc.sum(x, 1, keepdims=True).shape, (x - x.sum(1, keepdims=True)).shape
+    (('n', 1), ('n', 3))
     """
     axes = _axes(x, axis, "sum")
     letters = letters_for(x.shape, set())
     out = "".join(c for i, c in enumerate(letters) if i not in axes)
-    return contraction(Spec((letters,), out), [x], name=name, op_name="sum")
+    total = contraction(Spec((letters,), out), [x], name=name, op_name="sum")
+    return keep_axes(total, axes, x.ndim) if keepdims else total
+
+
+def keep_axes(x: Node, axes: Sequence[int], rank: int) -> Node:
+    """``x`` with a size-1 axis inserted at each of ``axes`` (positions in the result, of
+    ``rank`` axes): a contraction whose new output letters appear in no operand.  Such axes
+    are kept axes (:meth:`Op.kept_axes`), which stretch in elementwise ops."""
+    letters = letters_for(x.shape, set())
+    used, rest, out, sizes = set(letters), iter(letters), "", {}
+    for k in range(rank):
+        if k in axes:
+            c = fresh_letter(used)
+            sizes[c] = 1
+            out += c
+        else:
+            out += next(rest)
+    return contraction(Spec((letters,), out), [x], sizes=sizes, op_name="keepdims")
+
+
+def drop_kept_axes(x: Node, axes: Sequence[int]) -> Node:
+    """``x`` without its kept (size-1) ``axes``: the same contraction without those output
+    letters when they are broadcast letters of ``x``'s own spec (a ``keepdims`` reduction
+    becomes the plain one), else a sum over them (a reshape)."""
+    letters = letters_for(x.shape, set())
+    if isinstance(x.op, Contraction):
+        spec = x.op.spec
+        present = set("".join(spec.inputs))
+        if all(spec.output[a] not in present for a in axes):
+            out = "".join(c for k, c in enumerate(spec.output) if k not in axes)
+            return contraction(Spec(spec.inputs, out), list(x.inputs), sizes=letter_sizes(x),
+                               op_name=x.op.kind_name)
+    out = "".join(c for k, c in enumerate(letters) if k not in axes)
+    return contraction(Spec((letters,), out), [x], op_name="squeeze")
+
+
+def broadcast_to(x: Node, shape, axes: Sequence[int] | None = None, name: str | None = None) -> Node:
+    """``x`` repeated along new axes to ``shape``: an explicit broadcast, never a copy in memory.
+
+    ``x``'s axes become the trailing axes of ``shape`` (numpy's rule), or the axes ``axes``
+    (increasing) of it; each must have the same dim there, except that a size-1 axis of ``x``
+    stretches, as in numpy, since the call says so.  The derivative of a broadcast is a sum.
+
+    >>> import graphc as gc
+    >>> g = gc.Graph("broadcast"); x = g.input("x", ("n", 3)); mu = x.mean(1)
+    >>> centred = x - gc.broadcast_to(mu, ("n", 3), axes=(0,))
+    >>> print(gc.explain(gc.broadcast_to(g.param("b", (3,)), ("n", 3), name="B")))
+    forward:
+      B[n,i] = b[i]
+    """
+    if not isinstance(x, Node):
+        raise GraphError(f"broadcast_to: {x!r} is not a graph node")
+    shape = check_shape(shape, "broadcast_to")
+    if x.ndim > len(shape):
+        raise ShapeError(f"broadcast_to: {x.name!r} {format_shape(x.shape)} has more axes than the target "
+                         f"shape {format_shape(shape)}")
+    if axes is None:
+        axes = tuple(range(len(shape) - x.ndim, len(shape)))
+    else:
+        try:
+            axes = tuple(axes)
+        except TypeError:
+            axes = (axes,)
+        if len(axes) != x.ndim or any(isinstance(a, bool) or not isinstance(a, int) or not -len(shape) <= a < len(shape)
+                                      for a in axes):
+            raise ShapeError(f"broadcast_to: axes {axes!r} must name one axis of the target shape "
+                             f"{format_shape(shape)} for each of the {x.ndim} axes of {x.name!r} {format_shape(x.shape)}")
+        axes = tuple(a % len(shape) for a in axes)
+        if any(b <= a for a, b in zip(axes, axes[1:])):
+            raise ShapeError(f"broadcast_to: axes {axes!r} must be increasing (use transpose to reorder {x.name!r})")
+    out = letters_for(shape, set())
+    used, term = set(out), ""
+    for i, a in enumerate(axes):
+        if x.shape[i] == shape[a]:
+            term += out[a]
+        elif x.shape[i] == 1:  # stretches: a sum over a size-1 axis feeding a broadcast letter
+            term += fresh_letter(used)
+        else:
+            raise ShapeError(f"broadcast_to: axis {i} of {x.name!r} {format_shape(x.shape)} is {x.shape[i]!r} but "
+                             f"axis {a} of the target shape {format_shape(shape)} is {shape[a]!r}; dims must agree "
+                             "(or be 1 in the operand)")
+    return contraction(Spec((term,), out), [x], name=name, sizes=dict(zip(out, shape)), op_name="broadcast_to")
 
 
 def trace(x: Node, name: str | None = None) -> Node:

@@ -82,6 +82,12 @@ class Op:
         sp = sympy_module()
         return sp.Function(self.kind_name)(*[sp.Symbol(name_of(i)) for i in node.inputs])
 
+    def kept_axes(self, node: "Node") -> frozenset:
+        """The axes of ``node`` that a reduction kept with ``keepdims=True`` (or a broadcast
+        made of size 1): size-1 axes that stretch against any dim in an elementwise op, as
+        numpy's do.  Every other size-1 axis must match exactly.  None by default."""
+        return frozenset()
+
     def view_of(self, node: "Node") -> "Node | None":
         """The operand whose memory ``node``'s value may share (a transpose or broadcast is a
         view in every backend), or None when the value is an array of its own."""
