@@ -171,6 +171,14 @@ def test_the_hint_for_a_size_one_dim_and_for_the_trailing_rule():
     assert "broadcast_to" not in str(err.value)
 
 
+def test_einsum_to_a_new_index_points_to_broadcast_to():
+    g = gc.Graph("hint")
+    mu = g.input("mu", ("n",))
+    with pytest.raises(gc.SpecError, match=r"output index 'j' appears in no operand \(.*gc\.broadcast_to"):
+        gc.einsum("n->nj", mu)
+    assert gc.broadcast_to(mu, ("n", 4), axes=(0,)).shape == ("n", 4)
+
+
 # -- broadcast_to ----------------------------------------------------------------------------------
 CASES = [  # operand shape, target shape, axes, numpy reference
     ((4,), (3, 4), None, lambda v: np.broadcast_to(v, (3, 4))),

@@ -81,7 +81,8 @@ def parse_spec(spec: str, n_operands: int, op_name: str = "einsum") -> Spec:
         raise SpecError(f"{op_name}: spec {spec!r}: output {rhs!r} repeats an index")
     missing = [c for c in rhs if c not in "".join(terms)]
     if missing:
-        raise SpecError(f"{op_name}: spec {spec!r}: output index {missing[0]!r} appears in no operand")
+        raise SpecError(f"{op_name}: spec {spec!r}: output index {missing[0]!r} appears in no operand "
+                        "(to repeat an operand along a new axis, use gc.broadcast_to(x, shape, axes=...))")
     return Spec(terms, rhs)
 
 
