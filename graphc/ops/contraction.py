@@ -57,15 +57,56 @@ class Spec:
         return str(Spec(tuple("".join(mapping[c] for c in t) for t in self.inputs), "".join(mapping[c] for c in self.output)))
 
 
+def expand_ellipsis(spec: str, shapes: Sequence, op_name: str = "einsum") -> str:
+    """``spec`` with each ``...`` replaced by explicit letters, numpy's way, for operands of
+    ``shapes``: an operand's ``...`` stands for the axes its letters do not name; these line
+    up from the right across operands (an operand with fewer of them lacks the leading ones,
+    and dims must then agree exactly, as everywhere in graphc).  The output's ``...`` (first,
+    in implicit mode) takes all of them; an explicit output must keep them, as numpy requires."""
+    text = spec.replace(" ", "")
+    lhs, arrow, rhs = text.partition("->")
+    terms = lhs.split(",")
+    for term in terms + ([rhs] if arrow else []):
+        if term.count("...") > 1 or term.replace("...", "").count("."):
+            raise SpecError(f"{op_name}: spec {spec!r}: write an ellipsis as one '...' per operand or output")
+    if "..." not in text:
+        return text
+    if len(terms) != len(shapes):
+        raise SpecError(f"{op_name}: spec {spec!r} names {len(terms)} operand(s) but {len(shapes)} were given")
+    used = set(text) & set(LETTERS)
+    spans = []
+    for k, (term, shape) in enumerate(zip(terms, shapes)):
+        named = len(term.replace("...", ""))
+        if "..." not in term:
+            spans.append(0)
+        elif named > len(shape):
+            raise ShapeError(f"{op_name}: operand {k} has shape {format_shape(shape)}, rank {len(shape)}, but its "
+                             f"indices {term!r} name {named} axes besides the ellipsis")
+        else:
+            spans.append(len(shape) - named)
+    covered = "".join(fresh_letter(used) for _ in range(max(spans)))
+    if arrow and "..." not in rhs and covered:
+        raise SpecError(f"{op_name}: spec {spec!r}: the ellipsis covers {len(covered)} axis(es) but the output has "
+                        "no '...' for them (numpy's rule: write '...' in the output, or sum them with another einsum)")
+    new_terms = [t.replace("...", covered[len(covered) - n:]) for t, n in zip(terms, spans)]
+    if arrow:
+        out = rhs.replace("...", covered)
+    else:  # implicit mode: the ellipsis axes first, then the letters seen once, sorted
+        joined = "".join(t.replace("...", "") for t in terms)
+        out = covered + "".join(sorted(c for c in set(joined) if joined.count(c) == 1))
+    return ",".join(new_terms) + "->" + out
+
+
 def parse_spec(spec: str, n_operands: int, op_name: str = "einsum") -> Spec:
-    """Parse a user's einsum spec (numpy's rules; no ellipsis) and check it against the operand count."""
+    """Parse a user's einsum spec (numpy's rules; ``...`` expanded first by :func:`expand_ellipsis`)
+    and check it against the operand count."""
     if not isinstance(spec, str):
         raise SpecError(f"{op_name}: the spec must be a string like 'ij,jk->ik', got {spec!r}")
     text = spec.replace(" ", "")
     if text.count("->") > 1:
         raise SpecError(f"{op_name}: spec {spec!r} has more than one '->'")
     if "." in text:
-        raise SpecError(f"{op_name}: spec {spec!r}: ellipsis ('...') is not supported; name every index")
+        raise SpecError(f"{op_name}: spec {spec!r}: an ellipsis ('...') needs the operands' shapes (einsum expands it)")
     lhs, arrow, rhs = text.partition("->")
     terms = tuple(lhs.split(","))
     for term in terms + ((rhs,) if arrow else ()):
@@ -366,12 +407,23 @@ def einsum(spec: str, *operands: Node, name: str | None = None) -> Node:
     >>> print(gc.explain(gc.einsum("nh,hc->nc", h, W2, name="a")))
     forward:
       a[n,c] = Σ_h h[n,h]·W2[h,c]    (a = h·W2)
+
+    ``...`` works as in numpy: it names the axes an operand's letters do not, lined up from
+    the right across operands, with graphc's exact dims (a size-1 dim does not stretch):
+
+    >>> A = g.input("A", ("b", 3, 4)); B = g.input("B", ("b", 4, 5))
+    >>> gc.einsum("...ij,...jk->...ik", A, B).shape
+    ('b', 3, 5)
     """
     if not operands:
         raise SpecError(f"einsum '{spec}': no operands given")
     graph = same_graph("einsum", [o for o in operands if isinstance(o, Node)] or list(operands))
     nodes = [as_node(o, graph, f"einsum '{spec}'") for o in operands]
-    return contraction(parse_spec(spec, len(nodes), f"einsum '{spec}'"), nodes, name=name)
+    op_name = "einsum"  # contraction's errors add the spec: "einsum 'ij,jk->ik': ..."
+    if isinstance(spec, str) and "." in spec and spec.count("->") <= 1:
+        op_name = f"einsum '{spec}' as"  # "einsum '...ij,...jk' as 'aij,ajk->aik': ..."
+        spec = expand_ellipsis(spec, [n.shape for n in nodes], f"einsum '{spec}'")
+    return contraction(parse_spec(spec, len(nodes), f"einsum '{spec}'"), nodes, name=name, op_name=op_name)
 
 
 def matmul(a, b, name: str | None = None) -> Node:
