@@ -569,14 +569,21 @@ def minimum(a, b, name=None):
     return apply(MINIMUM, (a, b), name)
 
 
-def copy(a, n: int = 2):
-    """The seed's Copy node: ``n`` uses of ``a`` whose gradients add up.
+def copy(a, n: int = 2) -> tuple:
+    """The seed's Copy node: a tuple of ``n`` uses of ``a`` whose gradients add up.
+
+    No node is made: each use is ``a`` itself, since graphc already adds up the adjoints
+    of every use of a node.  ``n`` is an integer ≥ 1; ``a`` a float node.
 
     >>> import graphc as gc
     >>> g = gc.Graph("copy"); a = g.input("a", ("n",))
     >>> a1, a2 = gc.copy(a)
+    >>> a1 is a2 is a
+    True
     >>> print(gc.explain(gc.grad(gc.sum(a1 * a2), [a])))
     backward:
       da[i] = 2·a[i]
     """
-    return tuple(apply(COPY, (a,)) for _ in range(n))
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise GraphError(f"copy: n is the number of uses, an integer ≥ 1; got {n!r}")
+    return (apply(COPY, (a,)),) * n  # apply checks ``a`` and folds the identity away
