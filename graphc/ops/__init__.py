@@ -19,6 +19,7 @@ from graphc.ops.leaves import Constant, Delta, DimSize, Input, Param, Zeros
 from graphc.ops.nn import Argmax, LogSoftmax, OneHot, Softmax, argmax, log_softmax, one_hot, softmax
 from graphc.ops.node import Node, Op
 from graphc.ops.operators import mean
+from graphc.ops.selection import greater, greater_equal, less, less_equal, where
 
 # ``graphc.ops.elementwise`` stays the module (its function ``elementwise``, which defines
 # a new op, is exported at the top level as ``graphc.elementwise``).
@@ -28,5 +29,5 @@ __all__ = [
     "DimSize", "Input", "Param", "Zeros", "Softmax", "LogSoftmax", "SoftmaxCrossEntropy", "OneHot", "Argmax",
     "einsum", "matmul", "transpose", "sum", "mean", "broadcast_to", "trace", "diagonal", "outer", "parse_spec",
     "add", "sub", "mul", "div", "neg", "power", "exp", "log", "sqrt", "tanh", "sigmoid", "relu", "step",
-    "maximum", "minimum", "copy", "softmax", "log_softmax", "softmax_cross_entropy", "one_hot", "argmax",
+    "maximum", "minimum", "greater", "greater_equal", "less", "less_equal", "where", "copy", "softmax", "log_softmax", "softmax_cross_entropy", "one_hot", "argmax",
 ]

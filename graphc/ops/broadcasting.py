@@ -46,8 +46,24 @@ def align(op_name: str, nodes: Sequence[Node]) -> tuple:
         off = rank - n.ndim
         drop = sorted(i for i in kp if shape[off + i] != 1)
         in_indices.append("".join(out[off + i] for i in range(n.ndim) if i not in drop))
-        used.append(drop_kept_axes(n, drop) if drop else n)
+        used.append(_drop(n, drop) if drop else n)
     return used, in_indices, out, tuple(shape)
+
+
+def _drop(n: Node, drop: Sequence[int]) -> Node:
+    """``n`` without its kept axes ``drop``.  A mask (a comparison, which no contraction may
+    read) is rebuilt from its operands without those axes; anything else is squeezed."""
+    op = n.op
+    if n.kind != "bool" or not hasattr(op, "in_indices"):
+        return drop_kept_axes(n, drop)
+    from graphc.ops.elementwise import make  # elementwise imports this module
+
+    letters = {op.out_indices[i] for i in drop}
+    inputs = [_drop(o, [k for k, c in enumerate(idx) if c in letters]) if letters & set(idx) else o
+              for o, idx in zip(n.inputs, op.in_indices)]
+    in_indices = ["".join(c for c in idx if c not in letters) for idx in op.in_indices]
+    out = "".join(c for c in op.out_indices if c not in letters)
+    return make(op.fn, inputs, in_indices, out, tuple(d for k, d in enumerate(n.shape) if k not in drop))
 
 
 def _hint(a: Node, b: Node, nodes: Sequence[Node]) -> str:
