@@ -265,3 +265,15 @@ def test_keepdims_and_broadcast_graphs_survive_a_round_trip():
     for a, b in zip(gc.compile(outputs)(x=X, gamma=G), gc.compile(loaded)(x=X, gamma=G)):
         np.testing.assert_array_equal(a, b)
     assert loaded[1].shape == (1, 6) and (loaded[0] - loaded[1]).shape == ("n", 6)  # still a kept axis
+
+
+def test_layer_norm_derivation_reads_with_vectors_not_size_one_axes():
+    g = gc.Graph("ln")
+    x, w = g.input("x", ("n", 5)), g.input("w", ("n", 5))
+    mu = gc.mean(x, 1, keepdims=True, name="mu")
+    xc = (x - mu).rename("xc")
+    var = gc.mean(xc ** 2, 1, keepdims=True, name="var")
+    loss = ((xc / gc.sqrt(var + 1e-5)) * w).sum()
+    text = gc.explain(gc.grad(loss, [x]), forward=True)
+    assert "mu[n] = " in text and "xc[n,i] = -mu[n] + x[n,i]" in text and "var[n] = " in text
+    assert "squeeze" not in text and "keepdims" not in text, text

@@ -3,7 +3,8 @@
 Dims must agree exactly -- a size-1 dim does not stretch -- except a *kept* axis
 (:meth:`graphc.ops.node.Op.kept_axes`: a ``keepdims=True`` reduction's or a
 broadcast's size-1 axis), which stretches against any dim as in numpy: the
-operand is used without that axis and the elementwise op broadcasts it by index
+operand is used without that axis (an elementwise chain is rebuilt without it, a
+keepdims reduction becomes the plain one) and the elementwise op broadcasts it by index
 letters.  A mismatch raises a ShapeError whose hint is a ``gc.broadcast_to`` call
 that works.
 """
@@ -51,10 +52,11 @@ def align(op_name: str, nodes: Sequence[Node]) -> tuple:
 
 
 def _drop(n: Node, drop: Sequence[int]) -> Node:
-    """``n`` without its kept axes ``drop``.  A mask (a comparison, which no contraction may
-    read) is rebuilt from its operands without those axes; anything else is squeezed."""
+    """``n`` without its kept axes ``drop``.  An elementwise node is rebuilt from its operands
+    without those axes (so layer norm's ``sqrt(var + eps)`` is a vector, and a comparison,
+    which no contraction may read, stays a mask); a contraction drops the output letters."""
     op = n.op
-    if n.kind != "bool" or not hasattr(op, "in_indices"):
+    if not hasattr(op, "in_indices"):  # not elementwise
         return drop_kept_axes(n, drop)
     from graphc.ops.elementwise import make  # elementwise imports this module
 
