@@ -277,3 +277,22 @@ def test_layer_norm_derivation_reads_with_vectors_not_size_one_axes():
     text = gc.explain(gc.grad(loss, [x]), forward=True)
     assert "mu[n] = " in text and "xc[n,i] = -mu[n] + x[n,i]" in text and "var[n] = " in text
     assert "squeeze" not in text and "keepdims" not in text, text
+
+
+def test_a_long_elementwise_chain_of_size_one_axes_is_not_walked_recursively():
+    """kept axes are remembered per node: an EMA over (1, H) states, one step per node, must
+    not recurse through the whole chain at each step (it hit Python's recursion limit)."""
+    import inspect
+    import sys
+
+    g = gc.Graph("ema")
+    m = g.input("m0", (1, 4))
+    x = g.input("x", (1, 4))
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(len(inspect.stack()) + 250)
+    try:
+        for _ in range(400):
+            m = 0.9 * m + 0.1 * gc.tanh(x + m)
+    finally:
+        sys.setrecursionlimit(limit)
+    assert m.shape == (1, 4)

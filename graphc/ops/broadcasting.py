@@ -17,13 +17,13 @@ from typing import Sequence
 from graphc.errors import ShapeError
 from graphc.ops.contraction import drop_kept_axes
 from graphc.ops.indices import format_shape, out_letters
-from graphc.ops.node import Node, letters_of
+from graphc.ops.node import Node, kept_axes, letters_of
 
 
 def align(op_name: str, nodes: Sequence[Node]) -> tuple:
     """``(nodes, in_indices, out_indices, shape)`` for an elementwise op over ``nodes``."""
     rank = max(n.ndim for n in nodes)
-    kept = [n.op.kept_axes(n) if 1 in n.shape else frozenset() for n in nodes]
+    kept = [kept_axes(n) for n in nodes]
     shape: list = [None] * rank
     owner: list = [None] * rank
     for n, kp in zip(nodes, kept):

@@ -21,7 +21,7 @@ from typing import Mapping, Sequence
 from graphc.errors import GraphError, ShapeError, SpecError
 from graphc.ops.indices import DERIVATIVE, LETTERS, check_shape, fresh_letter, format_shape, letters_for
 from graphc.ops.leaves import Delta, Zeros, delta, operand_symbol, zeros
-from graphc.ops.node import Node, Op, as_node, same_graph
+from graphc.ops.node import Node, Op, as_node, kept_axes, same_graph
 from graphc.ops.registry import saved_as
 from graphc.ops.symbolic import sympy_module
 
@@ -181,7 +181,7 @@ class Contraction(Op):
                 kept.add(k)
             elif len(spec.inputs) == 1 and spec.inputs[0].count(c) == 1:
                 operand = node.inputs[0]
-                if spec.inputs[0].index(c) in operand.op.kept_axes(operand):
+                if spec.inputs[0].index(c) in kept_axes(operand):
                     kept.add(k)
         return frozenset(kept)
 

@@ -23,7 +23,7 @@ from graphc.ops.broadcasting import align
 from graphc.ops.contraction import Contraction, Spec, contraction
 from graphc.ops.indices import format_shape, out_letters
 from graphc.ops.leaves import Constant, Zeros, constant, operand_symbol, zeros
-from graphc.ops.node import Node, Op, as_node, letters_of, same_graph
+from graphc.ops.node import Node, Op, as_node, kept_axes, letters_of, same_graph
 from graphc.ops.registry import saved_as
 from graphc.ops.symbolic import number, symbols as _symbols
 from graphc.ops.symbolic import sympy_module as _sympy
@@ -171,7 +171,7 @@ class Elementwise(Op):
         kept = set()
         for k, c in enumerate(self.out_indices):
             carriers = [(o, idx.index(c)) for o, idx in zip(node.inputs, self.in_indices) if c in idx]
-            if node.shape[k] == 1 and carriers and all(i in o.op.kept_axes(o) for o, i in carriers):
+            if node.shape[k] == 1 and carriers and all(i in kept_axes(o) for o, i in carriers):
                 kept.add(k)
         return frozenset(kept)
 

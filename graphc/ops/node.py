@@ -19,6 +19,7 @@ imports no op, so ``graphc.ops`` imports as a DAG.
 from __future__ import annotations
 
 import numbers
+import weakref
 from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
@@ -209,6 +210,21 @@ class Node:
 
     def __bool__(self) -> bool:
         raise GraphError(f"node {self.name!r} has no truth value until the graph runs; compare arrays, not nodes")
+
+
+_KEPT: "weakref.WeakKeyDictionary[Node, frozenset]" = weakref.WeakKeyDictionary()
+
+
+def kept_axes(node: Node) -> frozenset:
+    """``node.op.kept_axes(node)``, remembered per node: an op asks its operands', so a long
+    elementwise chain of size-1 axes (an EMA over ``(1, H)`` states) is walked once, never
+    recursively from its end."""
+    if 1 not in node.shape:
+        return frozenset()
+    got = _KEPT.get(node)
+    if got is None:
+        got = _KEPT[node] = node.op.kept_axes(node)
+    return got
 
 
 def letters_of(node: Node) -> str:
