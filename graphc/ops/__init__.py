@@ -2,8 +2,9 @@
 
 Modules import one another in one direction: ``indices`` and ``symbolic`` (shared
 vocabulary) → ``node`` (Op, Node) → ``leaves`` → ``graph`` → ``contraction`` →
-``elementwise`` → ``nn`` → ``cross_entropy`` → ``operators`` (Python operators on
-nodes).  Nothing here imports :mod:`graphc.compiler`; the compiler reads these ops.
+``broadcasting`` (how elementwise operands line up) → ``elementwise`` → ``nn`` →
+``cross_entropy`` → ``operators`` (Python operators on nodes) → ``selection``
+(comparisons, their operators, and ``where``).  Nothing here imports :mod:`graphc.compiler`; the compiler reads these ops.
 """
 
 from graphc.ops.contraction import (
