@@ -17,9 +17,9 @@ from graphc.errors import (
     SpecError,
 )
 from graphc.ops import (
-    Graph, Node, add, argmax, copy, diagonal, div, einsum, exp, log, log_softmax, matmul, maximum,
+    Graph, Node, add, argmax, broadcast_to, copy, diagonal, div, einsum, exp, log, log_softmax, matmul, maximum,
     mean, minimum, mul, neg, one_hot, outer, power, relu, sigmoid, softmax, softmax_cross_entropy, sqrt, step, sub, sum,
-    tanh, trace, transpose,
+    tanh, trace, transpose, greater, greater_equal, less, less_equal, where,
 )
 from graphc.ops.elementwise import elementwise
 from graphc.serialize import load_graph, save_graph
@@ -28,10 +28,12 @@ from graphc.testing import check_grads
 __version__ = "0.1.0"
 
 __all__ = [
-    "Graph", "Node", "grad", "jvp", "hvp", "hessian", "compile", "explain", "draw", "check_grads", "CompiledFunction", "save_graph", "load_graph",
-    "einsum", "matmul", "transpose", "sum", "mean", "trace", "diagonal", "outer",
+    "Graph", "Node", "grad", "jvp", "hvp", "hessian", "compile", "explain", "draw", "check_grads",
+    "CompiledFunction", "save_graph", "load_graph",
+    "einsum", "matmul", "transpose", "sum", "mean", "broadcast_to", "trace", "diagonal", "outer",
     "add", "sub", "mul", "div", "neg", "power", "exp", "log", "sqrt", "tanh", "sigmoid", "relu", "step",
-    "maximum", "minimum", "copy", "elementwise", "softmax", "log_softmax", "softmax_cross_entropy", "one_hot", "argmax",
+    "maximum", "minimum", "greater", "greater_equal", "less", "less_equal", "where", "copy", "elementwise",
+    "softmax", "log_softmax", "softmax_cross_entropy", "one_hot", "argmax",
     "GraphcError", "GraphError", "ShapeError", "SpecError", "BindingError", "GradError", "NumericsError",
     "SerializationError", "DataError",
 ]

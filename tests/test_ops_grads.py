@@ -207,6 +207,29 @@ def test_copy_gradient_is_the_sum_of_both_uses(graph, values):
     np.testing.assert_allclose(dx, vals["x1"] + vals["x2"], rtol=1e-15)
 
 
+@pytest.mark.parametrize("n", [1, 2, 5])
+def test_copy_returns_a_tuple_of_n_uses_of_the_node(graph, n):
+    g, (x,) = graph((4,))
+    uses = gc.copy(x, n)
+    assert isinstance(uses, tuple) and len(uses) == n and all(u is x for u in uses)
+
+
+@pytest.mark.parametrize("n", [0, -1, 2.0, True, "2"])
+def test_copy_refuses_a_count_that_is_not_a_positive_integer(graph, n):
+    g, (x,) = graph((4,))
+    with pytest.raises(gc.GraphError, match=r"copy: n is the number of uses, an integer ≥ 1"):
+        gc.copy(x, n)
+
+
+def test_copy_takes_a_float_node(graph):
+    g, _ = graph((4,))
+    labels = g.input("labels", (4,), kind="int")
+    with pytest.raises(gc.GraphError, match="copy: operand 'labels' holds int values"):
+        gc.copy(labels)
+    with pytest.raises(gc.GraphError, match="copy: at least one operand must be a graph node"):
+        gc.copy(2.0)
+
+
 def test_matmul_used_twice(check):
     check(lambda x, W: (x @ W) * gc.tanh(x @ W), ("n", 3), (3, 2))
 

@@ -272,8 +272,8 @@ def _break(draw, spec: str, shapes: list) -> tuple:
             k2 = next(i for i, t in enumerate(terms) if c in t and i != k)
             shapes[k2][terms[k2].index(c)] += 1
         shapes = [tuple(s) for s in shapes]
-    elif how == "ellipsis":
-        spec = "..." + spec
+    elif how == "ellipsis":  # a broken ellipsis ('...' itself is valid numpy, and graphc's)
+        spec = ".." + spec
     elif how == "two_arrows":
         spec = spec + "->" if arrow else spec + "->->"
     return spec, shapes

@@ -2,12 +2,13 @@
 
 Modules import one another in one direction: ``indices`` and ``symbolic`` (shared
 vocabulary) → ``node`` (Op, Node) → ``leaves`` → ``graph`` → ``contraction`` →
-``elementwise`` → ``nn`` → ``cross_entropy`` → ``operators`` (Python operators on
-nodes).  Nothing here imports :mod:`graphc.compiler`; the compiler reads these ops.
+``broadcasting`` (how elementwise operands line up) → ``elementwise`` → ``nn`` →
+``cross_entropy`` → ``operators`` (Python operators on nodes) → ``selection``
+(comparisons, their operators, and ``where``).  Nothing here imports :mod:`graphc.compiler`; the compiler reads these ops.
 """
 
 from graphc.ops.contraction import (
-    Contraction, Spec, diagonal, einsum, matmul, outer, parse_spec, sum, trace, transpose,
+    Contraction, Spec, broadcast_to, diagonal, einsum, matmul, outer, parse_spec, sum, trace, transpose,
 )
 from graphc.ops.cross_entropy import SoftmaxCrossEntropy, softmax_cross_entropy
 from graphc.ops.elementwise import (
@@ -19,6 +20,7 @@ from graphc.ops.leaves import Constant, Delta, DimSize, Input, Param, Zeros
 from graphc.ops.nn import Argmax, LogSoftmax, OneHot, Softmax, argmax, log_softmax, one_hot, softmax
 from graphc.ops.node import Node, Op
 from graphc.ops.operators import mean
+from graphc.ops.selection import greater, greater_equal, less, less_equal, where
 
 # ``graphc.ops.elementwise`` stays the module (its function ``elementwise``, which defines
 # a new op, is exported at the top level as ``graphc.elementwise``).
@@ -26,7 +28,7 @@ from graphc.ops.operators import mean
 __all__ = [
     "Graph", "Node", "Op", "Spec", "Contraction", "Elementwise", "ElementwiseFn", "Constant", "Delta",
     "DimSize", "Input", "Param", "Zeros", "Softmax", "LogSoftmax", "SoftmaxCrossEntropy", "OneHot", "Argmax",
-    "einsum", "matmul", "transpose", "sum", "mean", "trace", "diagonal", "outer", "parse_spec",
+    "einsum", "matmul", "transpose", "sum", "mean", "broadcast_to", "trace", "diagonal", "outer", "parse_spec",
     "add", "sub", "mul", "div", "neg", "power", "exp", "log", "sqrt", "tanh", "sigmoid", "relu", "step",
-    "maximum", "minimum", "copy", "softmax", "log_softmax", "softmax_cross_entropy", "one_hot", "argmax",
+    "maximum", "minimum", "greater", "greater_equal", "less", "less_equal", "where", "copy", "softmax", "log_softmax", "softmax_cross_entropy", "one_hot", "argmax",
 ]

@@ -19,9 +19,9 @@ from dataclasses import dataclass
 from typing import Mapping, Sequence
 
 from graphc.errors import GraphError, ShapeError, SpecError
-from graphc.ops.indices import DERIVATIVE, LETTERS, fresh_letter, format_shape, letters_for
+from graphc.ops.indices import DERIVATIVE, LETTERS, check_shape, fresh_letter, format_shape, letters_for
 from graphc.ops.leaves import Delta, Zeros, delta, operand_symbol, zeros
-from graphc.ops.node import Node, Op, as_node, same_graph
+from graphc.ops.node import Node, Op, as_node, kept_axes, same_graph
 from graphc.ops.registry import saved_as
 from graphc.ops.symbolic import sympy_module
 
@@ -57,15 +57,56 @@ class Spec:
         return str(Spec(tuple("".join(mapping[c] for c in t) for t in self.inputs), "".join(mapping[c] for c in self.output)))
 
 
+def expand_ellipsis(spec: str, shapes: Sequence, op_name: str = "einsum") -> str:
+    """``spec`` with each ``...`` replaced by explicit letters, numpy's way, for operands of
+    ``shapes``: an operand's ``...`` stands for the axes its letters do not name; these line
+    up from the right across operands (an operand with fewer of them lacks the leading ones,
+    and dims must then agree exactly, as everywhere in graphc).  The output's ``...`` (first,
+    in implicit mode) takes all of them; an explicit output must keep them, as numpy requires."""
+    text = spec.replace(" ", "")
+    lhs, arrow, rhs = text.partition("->")
+    terms = lhs.split(",")
+    for term in terms + ([rhs] if arrow else []):
+        if term.count("...") > 1 or term.replace("...", "").count("."):
+            raise SpecError(f"{op_name}: spec {spec!r}: write an ellipsis as one '...' per operand or output")
+    if "..." not in text:
+        return text
+    if len(terms) != len(shapes):
+        raise SpecError(f"{op_name}: spec {spec!r} names {len(terms)} operand(s) but {len(shapes)} were given")
+    used = set(text) & set(LETTERS)
+    spans = []
+    for k, (term, shape) in enumerate(zip(terms, shapes)):
+        named = len(term.replace("...", ""))
+        if "..." not in term:
+            spans.append(0)
+        elif named > len(shape):
+            raise ShapeError(f"{op_name}: operand {k} has shape {format_shape(shape)}, rank {len(shape)}, but its "
+                             f"indices {term!r} name {named} axes besides the ellipsis")
+        else:
+            spans.append(len(shape) - named)
+    covered = "".join(fresh_letter(used) for _ in range(max(spans)))
+    if arrow and "..." not in rhs and covered:
+        raise SpecError(f"{op_name}: spec {spec!r}: the ellipsis covers {len(covered)} axis(es) but the output has "
+                        "no '...' for them (numpy's rule: write '...' in the output, or sum them with another einsum)")
+    new_terms = [t.replace("...", covered[len(covered) - n:]) for t, n in zip(terms, spans)]
+    if arrow:
+        out = rhs.replace("...", covered)
+    else:  # implicit mode: the ellipsis axes first, then the letters seen once, sorted
+        joined = "".join(t.replace("...", "") for t in terms)
+        out = covered + "".join(sorted(c for c in set(joined) if joined.count(c) == 1))
+    return ",".join(new_terms) + "->" + out
+
+
 def parse_spec(spec: str, n_operands: int, op_name: str = "einsum") -> Spec:
-    """Parse a user's einsum spec (numpy's rules; no ellipsis) and check it against the operand count."""
+    """Parse a user's einsum spec (numpy's rules; ``...`` expanded first by :func:`expand_ellipsis`)
+    and check it against the operand count."""
     if not isinstance(spec, str):
         raise SpecError(f"{op_name}: the spec must be a string like 'ij,jk->ik', got {spec!r}")
     text = spec.replace(" ", "")
     if text.count("->") > 1:
         raise SpecError(f"{op_name}: spec {spec!r} has more than one '->'")
     if "." in text:
-        raise SpecError(f"{op_name}: spec {spec!r}: ellipsis ('...') is not supported; name every index")
+        raise SpecError(f"{op_name}: spec {spec!r}: an ellipsis ('...') needs the operands' shapes (einsum expands it)")
     lhs, arrow, rhs = text.partition("->")
     terms = tuple(lhs.split(","))
     for term in terms + ((rhs,) if arrow else ()):
@@ -81,7 +122,8 @@ def parse_spec(spec: str, n_operands: int, op_name: str = "einsum") -> Spec:
         raise SpecError(f"{op_name}: spec {spec!r}: output {rhs!r} repeats an index")
     missing = [c for c in rhs if c not in "".join(terms)]
     if missing:
-        raise SpecError(f"{op_name}: spec {spec!r}: output index {missing[0]!r} appears in no operand")
+        raise SpecError(f"{op_name}: spec {spec!r}: output index {missing[0]!r} appears in no operand "
+                        "(to repeat an operand along a new axis, use gc.broadcast_to(x, shape, axes=...))")
     return Spec(terms, rhs)
 
 
@@ -126,6 +168,22 @@ class Contraction(Op):
 
     def index_letters(self, node):
         return self.spec.output
+
+    def kept_axes(self, node):
+        """Size-1 output axes found in no operand (``keepdims=True``, ``broadcast_to``), and the
+        kept axes of a single operand carried through (a transpose of a kept axis)."""
+        spec, kept = self.spec, set()
+        present = set("".join(spec.inputs))
+        for k, c in enumerate(spec.output):
+            if node.shape[k] != 1:
+                continue
+            if c not in present:
+                kept.add(k)
+            elif len(spec.inputs) == 1 and spec.inputs[0].count(c) == 1:
+                operand = node.inputs[0]
+                if spec.inputs[0].index(c) in kept_axes(operand):
+                    kept.add(k)
+        return frozenset(kept)
 
     def view_of(self, node):
         if len(node.inputs) != 1:
@@ -349,12 +407,23 @@ def einsum(spec: str, *operands: Node, name: str | None = None) -> Node:
     >>> print(gc.explain(gc.einsum("nh,hc->nc", h, W2, name="a")))
     forward:
       a[n,c] = Σ_h h[n,h]·W2[h,c]    (a = h·W2)
+
+    ``...`` works as in numpy: it names the axes an operand's letters do not, lined up from
+    the right across operands, with graphc's exact dims (a size-1 dim does not stretch):
+
+    >>> A = g.input("A", ("b", 3, 4)); B = g.input("B", ("b", 4, 5))
+    >>> gc.einsum("...ij,...jk->...ik", A, B).shape
+    ('b', 3, 5)
     """
     if not operands:
         raise SpecError(f"einsum '{spec}': no operands given")
     graph = same_graph("einsum", [o for o in operands if isinstance(o, Node)] or list(operands))
     nodes = [as_node(o, graph, f"einsum '{spec}'") for o in operands]
-    return contraction(parse_spec(spec, len(nodes), f"einsum '{spec}'"), nodes, name=name)
+    op_name = "einsum"  # contraction's errors add the spec: "einsum 'ij,jk->ik': ..."
+    if isinstance(spec, str) and "." in spec and spec.count("->") <= 1:
+        op_name = f"einsum '{spec}' as"  # "einsum '...ij,...jk' as 'aij,ajk->aik': ..."
+        spec = expand_ellipsis(spec, [n.shape for n in nodes], f"einsum '{spec}'")
+    return contraction(parse_spec(spec, len(nodes), f"einsum '{spec}'"), nodes, name=name, op_name=op_name)
 
 
 def matmul(a, b, name: str | None = None) -> Node:
@@ -417,19 +486,106 @@ def _axes(x: Node, axis, op_name: str) -> tuple:
     return tuple(norm)
 
 
-def sum(x: Node, axis=None, name: str | None = None) -> Node:  # noqa: A001 - mirrors numpy
+def sum(x: Node, axis=None, name: str | None = None, keepdims: bool = False) -> Node:  # noqa: A001 - mirrors numpy
     """Sum over ``axis`` (all axes by default): the contraction ``ij->j`` and friends.
+
+    ``keepdims=True`` keeps each summed axis with size 1, as numpy does; such a kept axis
+    stretches against any dim in an elementwise op (``x - x.sum(1, keepdims=True)``), where
+    other size-1 dims must match exactly.
 
     >>> import graphc as gc
     >>> g = gc.Graph("sum"); x = g.input("x", ("n", 3))
     >>> print(gc.explain(gc.sum(x, 0, name="s")))
     forward:
       s[i] = Σ_n x[n,i]    (s = Σ_n x)
+    >>> gc.sum(x, 1, keepdims=True).shape, (x - x.sum(1, keepdims=True)).shape
+    (('n', 1), ('n', 3))
     """
     axes = _axes(x, axis, "sum")
     letters = letters_for(x.shape, set())
     out = "".join(c for i, c in enumerate(letters) if i not in axes)
-    return contraction(Spec((letters,), out), [x], name=name, op_name="sum")
+    total = contraction(Spec((letters,), out), [x], name=name, op_name="sum")
+    return keep_axes(total, axes, x.ndim) if keepdims else total
+
+
+def keep_axes(x: Node, axes: Sequence[int], rank: int) -> Node:
+    """``x`` with a size-1 axis inserted at each of ``axes`` (positions in the result, of
+    ``rank`` axes): a contraction whose new output letters appear in no operand.  Such axes
+    are kept axes (:meth:`Op.kept_axes`), which stretch in elementwise ops."""
+    letters = letters_for(x.shape, set())
+    used, rest, out, sizes = set(letters), iter(letters), "", {}
+    for k in range(rank):
+        if k in axes:
+            c = fresh_letter(used)
+            sizes[c] = 1
+            out += c
+        else:
+            out += next(rest)
+    return contraction(Spec((letters,), out), [x], sizes=sizes, op_name="keepdims")
+
+
+def drop_kept_axes(x: Node, axes: Sequence[int]) -> Node:
+    """``x`` without its kept (size-1) ``axes``: the same contraction without those output
+    letters when they are broadcast letters of ``x``'s own spec (a ``keepdims`` reduction
+    becomes the plain one), else a sum over them (a reshape)."""
+    letters = letters_for(x.shape, set())
+    if isinstance(x.op, Contraction):
+        spec = x.op.spec
+        present = set("".join(spec.inputs))
+        if all(spec.output[a] not in present for a in axes):
+            out = "".join(c for k, c in enumerate(spec.output) if k not in axes)
+            return contraction(Spec(spec.inputs, out), list(x.inputs), sizes=letter_sizes(x),
+                               op_name=x.op.kind_name)
+    out = "".join(c for k, c in enumerate(letters) if k not in axes)
+    return contraction(Spec((letters,), out), [x], op_name="squeeze")
+
+
+def broadcast_to(x: Node, shape, axes: Sequence[int] | None = None, name: str | None = None) -> Node:
+    """``x`` repeated along new axes to ``shape``: an explicit broadcast, never a copy in memory.
+
+    ``x``'s axes become the trailing axes of ``shape`` (numpy's rule), or the axes ``axes``
+    (increasing) of it; each must have the same dim there, except that a size-1 axis of ``x``
+    stretches, as in numpy, since the call says so.  The derivative of a broadcast is a sum.
+
+    >>> import graphc as gc
+    >>> g = gc.Graph("broadcast"); x = g.input("x", ("n", 3)); mu = x.mean(1)
+    >>> centred = x - gc.broadcast_to(mu, ("n", 3), axes=(0,))
+    >>> print(gc.explain(gc.broadcast_to(g.param("b", (3,)), ("n", 3), name="B")))
+    forward:
+      B[n,i] = b[i]
+    """
+    if not isinstance(x, Node):
+        raise GraphError(f"broadcast_to: {x!r} is not a graph node")
+    shape = check_shape(shape, "broadcast_to")
+    if x.ndim > len(shape):
+        raise ShapeError(f"broadcast_to: {x.name!r} {format_shape(x.shape)} has more axes than the target "
+                         f"shape {format_shape(shape)}")
+    if axes is None:
+        axes = tuple(range(len(shape) - x.ndim, len(shape)))
+    else:
+        try:
+            axes = tuple(axes)
+        except TypeError:
+            axes = (axes,)
+        if len(axes) != x.ndim or any(isinstance(a, bool) or not isinstance(a, int) or not -len(shape) <= a < len(shape)
+                                      for a in axes):
+            raise ShapeError(f"broadcast_to: axes {axes!r} must name one axis of the target shape "
+                             f"{format_shape(shape)} for each of the {x.ndim} axes of {x.name!r} {format_shape(x.shape)}")
+        axes = tuple(a % len(shape) for a in axes)
+        if any(b <= a for a, b in zip(axes, axes[1:])):
+            raise ShapeError(f"broadcast_to: axes {axes!r} must be increasing (use transpose to reorder {x.name!r})")
+    out = letters_for(shape, set())
+    used, term = set(out), ""
+    for i, a in enumerate(axes):
+        if x.shape[i] == shape[a]:
+            term += out[a]
+        elif x.shape[i] == 1:  # stretches: a sum over a size-1 axis feeding a broadcast letter
+            term += fresh_letter(used)
+        else:
+            raise ShapeError(f"broadcast_to: axis {i} of {x.name!r} {format_shape(x.shape)} is {x.shape[i]!r} but "
+                             f"axis {a} of the target shape {format_shape(shape)} is {shape[a]!r}; dims must agree "
+                             "(or be 1 in the operand)")
+    return contraction(Spec((term,), out), [x], name=name, sizes=dict(zip(out, shape)), op_name="broadcast_to")
 
 
 def trace(x: Node, name: str | None = None) -> Node:

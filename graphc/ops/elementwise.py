@@ -19,10 +19,11 @@ import itertools
 from typing import Callable, Sequence
 
 from graphc.errors import GraphError, SerializationError, ShapeError
+from graphc.ops.broadcasting import align
 from graphc.ops.contraction import Contraction, Spec, contraction
 from graphc.ops.indices import format_shape, out_letters
 from graphc.ops.leaves import Constant, Zeros, constant, operand_symbol, zeros
-from graphc.ops.node import Node, Op, as_node, letters_of, same_graph
+from graphc.ops.node import Node, Op, as_node, kept_axes, letters_of, same_graph
 from graphc.ops.registry import saved_as
 from graphc.ops.stable import sigmoid as _sigmoid, stabilize
 from graphc.ops.symbolic import number, symbols as _symbols
@@ -167,6 +168,15 @@ class Elementwise(Op):
         kind = "bool" if isinstance(fn.expr, sp.logic.boolalg.Boolean) else "float"  # .expr checks its symbols
         return Node(graph, Elementwise(fn, ins, out), inputs, shape, kind, name)
 
+    def kept_axes(self, node):
+        """A size-1 output axis is kept when every operand carrying its letter keeps it."""
+        kept = set()
+        for k, c in enumerate(self.out_indices):
+            carriers = [(o, idx.index(c)) for o, idx in zip(node.inputs, self.in_indices) if c in idx]
+            if node.shape[k] == 1 and carriers and all(i in kept_axes(o) for o, i in carriers):
+                kept.add(k)
+        return frozenset(kept)
+
     def vjp(self, node: Node, g: Node, wanted):
         sp = _sympy()
         # The cotangent and output symbols must not clash with the function's own: a
@@ -271,7 +281,7 @@ def make(fn: ElementwiseFn, operands: Sequence[Node], in_indices: Sequence[str],
 
 
 def apply(fn: ElementwiseFn, operands: Sequence, name: str | None = None) -> Node:
-    """Apply ``fn`` with numpy's right-aligned broadcasting, but exact dims (no size-1 stretching)."""
+    """Apply ``fn`` with numpy's right-aligned broadcasting, but exact dims (only kept axes stretch: ``broadcasting``)."""
     given = [o for o in operands if isinstance(o, Node)]
     if not given:
         raise GraphError(f"{fn.name}: at least one operand must be a graph node, got {operands!r}")
@@ -280,24 +290,8 @@ def apply(fn: ElementwiseFn, operands: Sequence, name: str | None = None) -> Nod
     for n in nodes:
         if n.kind != "float":
             raise GraphError(f"{fn.name}: operand {n.name!r} holds {n.kind} values; elementwise ops take floats")
-    rank = max(n.ndim for n in nodes)
-    shape = [None] * rank
-    owner = [None] * rank
-    for n in nodes:
-        for k, dim in enumerate(n.shape, start=rank - n.ndim):
-            if shape[k] is None:
-                shape[k], owner[k] = dim, n
-            elif shape[k] != dim:
-                letters = out_letters(rank)
-                o = owner[k]
-                raise ShapeError(
-                    f"{fn.name}: index {letters[k]!r} (axis {k - rank}) is {shape[k]!r} in {o.name!r} "
-                    f"{format_shape(o.shape)} but {dim!r} in {n.name!r} {format_shape(n.shape)}; "
-                    "dims must agree exactly (use einsum to broadcast explicitly)"
-                )
-    out = letters_of(max(nodes, key=lambda n: n.ndim))
-    in_indices = [out[rank - n.ndim:] for n in nodes]
-    return make(fn, nodes, in_indices, out, tuple(shape), name=name)
+    nodes, in_indices, out, shape = align(fn.name, nodes)  # exact dims; kept axes stretch
+    return make(fn, nodes, in_indices, out, shape, name=name)
 
 
 def elementwise(name: str, build: Callable, arity: int | None = None, **kw) -> ElementwiseFn:
@@ -578,14 +572,21 @@ def minimum(a, b, name=None):
     return apply(MINIMUM, (a, b), name)
 
 
-def copy(a, n: int = 2):
-    """The seed's Copy node: ``n`` uses of ``a`` whose gradients add up.
+def copy(a, n: int = 2) -> tuple:
+    """The seed's Copy node: a tuple of ``n`` uses of ``a`` whose gradients add up.
+
+    No node is made: each use is ``a`` itself, since graphc already adds up the adjoints
+    of every use of a node.  ``n`` is an integer ≥ 1; ``a`` a float node.
 
     >>> import graphc as gc
     >>> g = gc.Graph("copy"); a = g.input("a", ("n",))
     >>> a1, a2 = gc.copy(a)
+    >>> a1 is a2 is a
+    True
     >>> print(gc.explain(gc.grad(gc.sum(a1 * a2), [a])))
     backward:
       da[n] = 2·a[n]
     """
-    return tuple(apply(COPY, (a,)) for _ in range(n))
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise GraphError(f"copy: n is the number of uses, an integer ≥ 1; got {n!r}")
+    return (apply(COPY, (a,)),) * n  # apply checks ``a`` and folds the identity away

@@ -19,6 +19,7 @@ imports no op, so ``graphc.ops`` imports as a DAG.
 from __future__ import annotations
 
 import numbers
+import weakref
 from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
@@ -81,6 +82,12 @@ class Op:
         """The sympy right-hand side of ``node`` (``name_of(n)`` gives an operand's display name)."""
         sp = sympy_module()
         return sp.Function(self.kind_name)(*[sp.Symbol(name_of(i)) for i in node.inputs])
+
+    def kept_axes(self, node: "Node") -> frozenset:
+        """The axes of ``node`` that a reduction kept with ``keepdims=True`` (or a broadcast
+        made of size 1): size-1 axes that stretch against any dim in an elementwise op, as
+        numpy's do.  Every other size-1 axis must match exactly.  None by default."""
+        return frozenset()
 
     def view_of(self, node: "Node") -> "Node | None":
         """The operand whose memory ``node``'s value may share (a transpose or broadcast is a
@@ -203,6 +210,21 @@ class Node:
 
     def __bool__(self) -> bool:
         raise GraphError(f"node {self.name!r} has no truth value until the graph runs; compare arrays, not nodes")
+
+
+_KEPT: "weakref.WeakKeyDictionary[Node, frozenset]" = weakref.WeakKeyDictionary()
+
+
+def kept_axes(node: Node) -> frozenset:
+    """``node.op.kept_axes(node)``, remembered per node: an op asks its operands', so a long
+    elementwise chain of size-1 axes (an EMA over ``(1, H)`` states) is walked once, never
+    recursively from its end."""
+    if 1 not in node.shape:
+        return frozenset()
+    got = _KEPT.get(node)
+    if got is None:
+        got = _KEPT[node] = node.op.kept_axes(node)
+    return got
 
 
 def letters_of(node: Node) -> str:

@@ -13,8 +13,11 @@ from graphc.ops.leaves import dim_size
 from graphc.ops.node import Node
 
 
-def mean(x: Node, axis=None, name: str | None = None) -> Node:
+def mean(x: Node, axis=None, name: str | None = None, keepdims: bool = False) -> Node:
     """Mean over ``axis``: the sum divided by the (possibly symbolic) number of summed items.
+
+    ``keepdims=True`` keeps each averaged axis with size 1 (see :func:`graphc.sum`), so
+    ``x - x.mean(1, keepdims=True)`` centres the rows; ``name`` names the mean itself.
 
     >>> import graphc as gc
     >>> g = gc.Graph("mean"); x = g.input("x", ("n", 3))
@@ -22,12 +25,14 @@ def mean(x: Node, axis=None, name: str | None = None) -> Node:
     forward:
       sum1[i] = Σ_n x[n,i]    (sum1 = Σ_n x)
       m[i] = sum1[i]/|n|
+    >>> (x - gc.mean(x, 1, keepdims=True)).shape
+    ('n', 3)
     """
     axes = _axes(x, axis, "mean")
     total = contraction.sum(x, axes)
     for k, a in enumerate(axes):
         total = ew.div(total, dim_size(x.graph, x.shape[a]), name=name if k == len(axes) - 1 else None)
-    return total
+    return contraction.keep_axes(total, axes, x.ndim) if keepdims else total
 
 
 _OPERATORS = {
@@ -44,8 +49,8 @@ _OPERATORS = {
     "__matmul__": lambda a, b: contraction.matmul(a, b),
     "__rmatmul__": lambda a, b: contraction.matmul(b, a),
     "__neg__": lambda a: ew.neg(a),
-    "sum": lambda a, axis=None: contraction.sum(a, axis),
-    "mean": lambda a, axis=None: mean(a, axis),
+    "sum": lambda a, axis=None, keepdims=False, name=None: contraction.sum(a, axis, name, keepdims),
+    "mean": lambda a, axis=None, keepdims=False, name=None: mean(a, axis, name, keepdims),
 }
 for _name, _fn in _OPERATORS.items():
     setattr(Node, _name, _fn)

@@ -20,13 +20,18 @@ def log_softmax(xp, a, axis: int = -1):
     return shifted - xp.log(xp.sum(xp.exp(shifted), axis=axis, keepdims=True))
 
 
-def _batch(a) -> int:
-    return a.shape[0] if a.ndim > 1 else 1
+def _positions(a, axis: int) -> int:
+    """How many class rows ``a`` holds along ``axis``: the product of its other dims."""
+    count = 1
+    for k, d in enumerate(a.shape):
+        if k != axis % a.ndim:
+            count *= d
+    return count
 
 
-def softmax_cross_entropy(xp, a, t):
-    """mean over rows of -Σ_c t·log softmax(a), stable for large logits."""
-    return -xp.sum(t * log_softmax(xp, a)) / _batch(a)
+def softmax_cross_entropy(xp, a, t, axis: int = -1):
+    """mean over positions of -Σ_c t·log softmax(a) along axis, stable for large logits."""
+    return -xp.sum(t * log_softmax(xp, a, axis)) / _positions(a, axis)
 
 
 def check_labels(xp, labels, classes: int) -> None:
@@ -35,12 +40,12 @@ def check_labels(xp, labels, classes: int) -> None:
         raise BindingError(f"integer labels must lie in [0, {classes}); found {bad}")
 
 
-def softmax_cross_entropy_labels(xp, a, labels):
-    """The same loss with integer labels: pick log softmax at each row's label."""
-    check_labels(xp, labels, a.shape[-1])
-    ls = log_softmax(xp, a)
-    picked = xp.take_along_axis(ls, xp.reshape(labels, labels.shape + (1,)), axis=-1)
-    return -xp.sum(picked) / _batch(a)
+def softmax_cross_entropy_labels(xp, a, labels, axis: int = -1):
+    """The same loss with integer labels: pick log softmax at each position's label."""
+    check_labels(xp, labels, a.shape[axis])
+    ls = log_softmax(xp, a, axis)
+    picked = xp.take_along_axis(ls, xp.expand_dims(labels, axis=axis % a.ndim), axis=axis)
+    return -xp.sum(picked) / _positions(a, axis)
 
 
 def one_hot(xp, labels, classes: int, dtype):

@@ -53,6 +53,8 @@ def keep_softmax_with_loss(outputs: list, updates: list) -> tuple[list, list]:
         # (the loss's pass computes the softmax along the last axis)
         loss = (losses.get(id(node.inputs[0])) if isinstance(node.op, Softmax) and node.op.axis == node.ndim - 1
                 else None)
+        if loss is not None and not loss.op.fused_rows(loss):  # the helper path keeps no softmax
+            loss = None
         if loss is not None and id(loss) not in {id(v) for v in pairs.values()} \
                 and node not in toposort([loss]):  # the loss must not depend on the softmax
             pairs[id(node)] = loss
