@@ -9,7 +9,7 @@ the true value underflows, 0 if within the dtype's smallest normal (``graphc.tes
 * graphc: the formula as a ``gc.elementwise`` op, compiled (graphc rewrites it into stable forms);
 * jax: ``jax.vmap(jax.grad(f))`` of the same formula lambdified to ``jax.numpy``;
 * torch: the built-in (F.softplus, torch.sigmoid, F.logsigmoid, torch.tanh, F.silu, F.mish,
-  F.gelu(approximate='tanh'), F.elu) and autograd; '-' where torch has none.
+  F.gelu(approximate='tanh'), F.gelu, F.elu) and autograd; '-' where torch has none.
 
 jax and torch are optional: their columns are skipped when they are not importable.
 
@@ -49,7 +49,9 @@ def _jax(name, build):
 
     jax.config.update("jax_enable_x64", True)
     z = sp.Symbol("z", real=True)
-    f = sp.lambdify(z, build(z), "jax")
+    from jax.scipy.special import erf
+
+    f = sp.lambdify(z, build(z), [{"erf": erf}, "jax"])
     df = jax.vmap(jax.grad(f))
 
     def run(pts):
@@ -64,7 +66,8 @@ def _torch(name, build):
 
     fns = {"softplus": F.softplus, "softplus(-z)": lambda t: F.softplus(-t), "sigmoid": torch.sigmoid,
            "sigmoid(exp ratio)": torch.sigmoid, "log-sigmoid": F.logsigmoid, "tanh(exp ratio)": torch.tanh,
-           "swish": F.silu, "mish": F.mish, "gelu(tanh)": lambda t: F.gelu(t, approximate="tanh"), "elu": F.elu}
+           "swish": F.silu, "mish": F.mish, "gelu(tanh)": lambda t: F.gelu(t, approximate="tanh"), "gelu(exact)": F.gelu,
+           "elu": F.elu}
     if name not in fns:
         return None
 

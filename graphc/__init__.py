@@ -17,7 +17,8 @@ from graphc.errors import (
     SpecError,
 )
 from graphc.ops import (
-    Graph, Node, add, argmax, broadcast_to, copy, diagonal, div, einsum, exp, log, log_softmax, matmul, maximum,
+    Graph, Node, add, argmax, broadcast_to, copy, diagonal, div, einsum, erf, exp, gelu, log, log_softmax, matmul,
+    maximum,
     mean, minimum, mul, neg, one_hot, outer, power, relu, sigmoid, softmax, softmax_cross_entropy, sqrt, step, sub, sum,
     tanh, trace, transpose, greater, greater_equal, less, less_equal, where,
 )
@@ -32,7 +33,7 @@ __all__ = [
     "CompiledFunction", "save_graph", "load_graph",
     "einsum", "matmul", "transpose", "sum", "mean", "broadcast_to", "trace", "diagonal", "outer",
     "add", "sub", "mul", "div", "neg", "power", "exp", "log", "sqrt", "tanh", "sigmoid", "relu", "step",
-    "maximum", "minimum", "greater", "greater_equal", "less", "less_equal", "where", "copy", "elementwise",
+    "erf", "gelu", "maximum", "minimum", "greater", "greater_equal", "less", "less_equal", "where", "copy", "elementwise",
     "softmax", "log_softmax", "softmax_cross_entropy", "one_hot", "argmax",
     "GraphcError", "GraphError", "ShapeError", "SpecError", "BindingError", "GradError", "NumericsError",
     "SerializationError", "DataError",

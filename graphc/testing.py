@@ -117,6 +117,7 @@ def naive_activations() -> dict:
         "swish": lambda z: z / (1 + sp.exp(-z)),
         "mish": lambda z: z * sp.tanh(sp.log(1 + sp.exp(z))),
         "gelu(tanh)": lambda z: z / 2 * (1 + sp.tanh(c * (z + sp.Rational(44715, 1000000) * z ** 3))),
+        "gelu(exact)": lambda z: z / 2 * (1 + sp.erf(z / sp.sqrt(2))),
         "elu": lambda z: sp.Piecewise((z, z > 0), (sp.exp(z) - 1, True)),
         "log-cosh": lambda z: sp.log(sp.cosh(z)),
     }

@@ -547,3 +547,33 @@ def test_softmax_along_a_bad_axis_is_refused_at_declaration():
     a = g.input("a", (3, 4))
     with pytest.raises(gc.ShapeError, match=r"softmax: axis 2 is out of range for 'a' of shape \(3, 4\)"):
         gc.softmax(a, axis=2)
+
+
+# -- erf and GELU -------------------------------------------------------------------------------
+@pytest.mark.parametrize("lowering", ["auto", "array_api"])
+def test_erf_and_gelu_match_torch_and_finite_differences(lowering):
+    torch = pytest.importorskip("torch")  # the peer is optional; finite differences check it below too
+    # torch's GELU computes 1 + erf(x/√2) and loses its negative tail (x = -8: -4.88e-15 against the
+    # true -4.977e-15, which graphc gives); tests/test_stability.py checks the tails against mpmath
+    X = np.array([-3.0, -2.0, -1.0, -0.5, -0.1, 0.0, 0.2, 1.0, 2.5, 9.0, 40.0])
+    g = gc.Graph("gelu")
+    x, w = g.input("x", (11,)), g.input("w", (11,))
+    W = np.linspace(-1.0, 1.0, 11)
+    for ours, theirs in ((gc.erf, torch.erf), (gc.gelu, torch.nn.functional.gelu),
+                         (lambda a: gc.gelu(a, approximate="tanh"),
+                          lambda t: torch.nn.functional.gelu(t, approximate="tanh"))):
+        y = ours(x)
+        value, (dx,) = gc.compile(y, lowering=lowering)(x=X), gc.compile(gc.grad((y * w).sum(), [x]),
+                                                                           lowering=lowering)(x=X, w=W)
+        tx = torch.tensor(X, requires_grad=True)
+        tv = theirs(tx)
+        (tv * torch.tensor(W)).sum().backward()
+        np.testing.assert_allclose(value, tv.detach().numpy(), rtol=1e-12, atol=1e-300)
+        np.testing.assert_allclose(dx, tx.grad.numpy(), rtol=1e-10, atol=1e-20)
+        gc.check_grads((y * w).sum(), x, {"x": X, "w": W}, lowering=lowering)
+
+
+def test_gelu_refuses_an_unknown_approximation():
+    g = gc.Graph("gelu")
+    with pytest.raises(gc.GraphError, match="gelu: approximate must be 'none' or 'tanh', got 'fast'"):
+        gc.gelu(g.input("x", (3,)), approximate="fast")

@@ -12,7 +12,7 @@ from graphc.ops.contraction import (
 )
 from graphc.ops.cross_entropy import SoftmaxCrossEntropy, softmax_cross_entropy
 from graphc.ops.elementwise import (
-    Elementwise, ElementwiseFn, add, copy, div, exp, log, maximum, minimum, mul, neg, power, relu,
+    Elementwise, ElementwiseFn, add, copy, div, exp, log, erf, gelu, maximum, minimum, mul, neg, power, relu,
     sigmoid, sqrt, step, sub, tanh,
 )
 from graphc.ops.graph import Graph
@@ -30,5 +30,5 @@ __all__ = [
     "DimSize", "Input", "Param", "Zeros", "Softmax", "LogSoftmax", "SoftmaxCrossEntropy", "OneHot", "Argmax",
     "einsum", "matmul", "transpose", "sum", "mean", "broadcast_to", "trace", "diagonal", "outer", "parse_spec",
     "add", "sub", "mul", "div", "neg", "power", "exp", "log", "sqrt", "tanh", "sigmoid", "relu", "step",
-    "maximum", "minimum", "greater", "greater_equal", "less", "less_equal", "where", "copy", "softmax", "log_softmax", "softmax_cross_entropy", "one_hot", "argmax",
+    "erf", "gelu", "maximum", "minimum", "greater", "greater_equal", "less", "less_equal", "where", "copy", "softmax", "log_softmax", "softmax_cross_entropy", "one_hot", "argmax",
 ]

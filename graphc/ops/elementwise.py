@@ -330,6 +330,12 @@ TANH = ElementwiseFn("tanh", 1, lambda a: _sympy().tanh(a))
 SIGMOID = ElementwiseFn("sigmoid", 1, lambda a: _sigmoid(a))
 RELU = ElementwiseFn("relu", 1, lambda a: _pw(a, a > 0))
 STEP = ElementwiseFn("step", 1, lambda a: _pw(1, a > 0))  # zero gradient almost everywhere
+ERF = ElementwiseFn("erf", 1, lambda a: _sympy().erf(a))
+# x·(1 + erf(x/√2))/2 = x·Φ(x); graphc.ops.stable writes it through Φ, exact in the negative tail
+GELU = ElementwiseFn("gelu", 1, lambda a: a * (1 + _sympy().erf(a / _sympy().sqrt(2))) / 2)
+# torch's approximate="tanh": x/2·(1 + tanh(√(2/π)·(x + 0.044715·x³))), made stable by graphc.ops.stable
+GELU_TANH = ElementwiseFn("gelu_tanh", 1, lambda a: a / 2 * (1 + _sympy().tanh(
+    _sympy().sqrt(2 / _sympy().pi) * (a + _sympy().Rational(44715, 1000000) * a ** 3))))
 # The seed's gradient router: on a tie both sides receive the gradient.
 
 def _tie_split(x, y):
@@ -544,6 +550,34 @@ def step(a, name=None):
       da[n] = 0
     """
     return apply(STEP, (a,), name)
+
+
+def erf(a, name=None):
+    """The error function ``erf(a) = 2/√π·∫₀ᵃ exp(-t²) dt`` elementwise; its derivative
+    ``2/√π·exp(-a²)`` comes from sympy.  numpy has no erf: the numpy backend uses scipy's when
+    scipy is installed, else ``math.erf`` element by element (exact, but slow on big arrays).
+
+    >>> import graphc as gc, numpy as np
+    >>> g = gc.Graph("erf"); a = g.input("a", ("n",))
+    >>> float(gc.compile(gc.erf(a))(a=np.array([0.5]))[0])  # doctest: +ELLIPSIS
+    0.5204998778...
+    """
+    return apply(ERF, (a,), name)
+
+
+def gelu(a, approximate: str = "none", name=None):
+    """GELU, ``a·Φ(a)`` (Φ the normal CDF), as torch's ``gelu``: ``approximate="none"`` is exact
+    (computed through erfc, accurate in the negative tail), ``"tanh"`` the tanh approximation.
+
+    >>> import graphc as gc, numpy as np
+    >>> g = gc.Graph("gelu"); x = g.input("x", ("n",))
+    >>> fn = gc.compile([gc.gelu(x), gc.gelu(x, approximate="tanh")])
+    >>> [round(float(v[0]), 6) for v in fn(x=np.array([1.0]))]
+    [0.841345, 0.841192]
+    """
+    if approximate not in ("none", "tanh"):
+        raise GraphError(f"gelu: approximate must be 'none' or 'tanh', got {approximate!r}")
+    return apply(GELU if approximate == "none" else GELU_TANH, (a,), name)
 
 
 def maximum(a, b, name=None):

@@ -8,7 +8,9 @@ expressions, bottom-up, into functions that are exact to a few ulps over the who
 * :class:`sigmoid` ``1/(1 + exp(-u))``, emitted without overflow as
   ``exp(min(u, 0))/(1 + exp(-|u|))``;
 * :class:`logcosh` ``log(cosh(u))``, emitted as ``|u| + softplus(-2|u|) - log 2``;
-* ``log1p`` and ``expm1`` (sympy's ``codegen.cfunctions``) for ``log(1 + u)`` and ``exp(u) - 1``.
+* ``log1p`` and ``expm1`` (sympy's ``codegen.cfunctions``) for ``log(1 + u)`` and ``exp(u) - 1``;
+* :class:`normcdf` Φ(u) for ``(1 ± erf(u))/2`` as ``Φ(±√2·u)``, emitted as ``erfc(∓u/√2)/2`` (the
+  exact GELU ``x·(1 + erf(x/√2))/2`` loses every digit of its negative tail to cancellation otherwise).
 
 Each function carries its own ``fdiff``, so ``sympy.diff`` keeps derivatives in these terms:
 softplus' = σ, σ' = σ(u)·σ(-u).  (Not σ·(1 - σ): in float32 ``1 - σ(20)`` is 0, where
@@ -101,7 +103,33 @@ def functions() -> dict:
         def _eval_evalf(self, prec):
             return sp.log(sp.cosh(self.args[0]))._eval_evalf(prec)
 
-    return {"sigmoid": sigmoid, "softplus": softplus, "logcosh": logcosh, "log1p": log1p, "expm1": expm1}
+    class normcdf(sp.Function):
+        """Φ(u), the standard normal CDF (1 + erf(u/√2))/2, emitted as erfc(-u/√2)/2: sympy keeps
+        ``erfc(-x)`` as ``2 - erfc(x)``, which is the cancellation this function avoids."""
+
+        @classmethod
+        def eval(cls, u):
+            if u.is_zero:
+                return sp.Rational(1, 2)
+
+        def fdiff(self, argindex=1):
+            u = self.args[0]
+            return sp.exp(-u ** 2 / 2) / sp.sqrt(2 * sp.pi)
+
+        def _eval_rewrite_as_erf(self, u, **kw):
+            return (1 + sp.erf(u / sp.sqrt(2))) / 2
+
+        def _eval_is_real(self):
+            return self.args[0].is_real
+
+        def _eval_is_positive(self):
+            return True if self.args[0].is_real else None
+
+        def _eval_evalf(self, prec):
+            return (sp.erfc(-self.args[0] / sp.sqrt(2)) / 2)._eval_evalf(prec)
+
+    return {"sigmoid": sigmoid, "softplus": softplus, "logcosh": logcosh, "log1p": log1p, "expm1": expm1,
+            "normcdf": normcdf}
 
 
 def sigmoid(u):
@@ -178,6 +206,16 @@ def _rule(e):
             factored = sp.factor_terms(e)
             if factored != e and isinstance(factored, sp.Mul):
                 return factored
+        # 1 ± erf(u) → 2·Φ(±√2·u): no cancellation where erf(u) is near ∓1 (the exact GELU's tail)
+        if 1 in terms:
+            for t in terms:
+                sign, f = (1, t) if isinstance(t, sp.erf) else (-1, t.args[1]) if (
+                    isinstance(t, sp.Mul) and len(t.args) == 2 and t.args[0] == -1 and isinstance(t.args[1], sp.erf)) \
+                    else (0, None)
+                if sign:
+                    terms.remove(1)
+                    terms.remove(t)
+                    return sp.Add(2 * fn["normcdf"](sign * sp.sqrt(2) * f.args[0]), *terms)
         # 1 ± tanh(u) → 2σ(±2u);  1 - tanh(u)² → 4σ(2u)σ(-2u)
         if 1 in terms:
             for t in terms:

@@ -31,7 +31,7 @@ def _sp():
 #: The sympy classes an expression may use, besides numbers, symbols, constants and Piecewise.
 SYMPY_FUNCTIONS = ("Add Mul Pow exp log sin cos tan asin acos atan sinh cosh tanh asinh acosh atanh Abs sign "
                    "floor ceiling Max Min Heaviside erf StrictGreaterThan StrictLessThan GreaterThan LessThan "
-                   "Equality Unequality And Or Not Xor ITE sigmoid softplus logcosh log1p expm1").split()
+                   "Equality Unequality And Or Not Xor ITE sigmoid softplus logcosh log1p expm1 erfc normcdf").split()
 
 
 @functools.lru_cache(maxsize=None)

@@ -7,7 +7,10 @@ numpy and the same source runs on any array-API library.
 
 from __future__ import annotations
 
-from graphc.errors import BindingError, NumericsError
+import functools
+import math
+
+from graphc.errors import BindingError, GraphcError, NumericsError
 
 
 def softmax(xp, a, axis: int = -1):
@@ -68,3 +71,44 @@ def check_finite(xp, a, where: str, given: bool = False) -> None:
 def materialize(xp, a):
     """A fresh, writeable array for results that would otherwise be views of inputs."""
     return xp.asarray(a, copy=True)
+
+
+@functools.lru_cache(maxsize=None)
+def _scipy_special():
+    try:
+        from scipy import special
+    except ImportError:
+        return None
+    return special
+
+
+def _special_function(xp, a, name: str, scalar):
+    """``name`` (erf or erfc) elementwise: the array library's own where it has one (torch),
+    scipy's for numpy when scipy is installed, else ``math.<name>`` element by element (exact to
+    float64's precision, but a Python call per element)."""
+    own = getattr(xp, name, None)
+    if own is not None:
+        return own(a)
+    if xp.__name__.split(".")[0] not in ("numpy", "array_api_compat"):
+        raise GraphcError(f"{name} is not available for arrays of {xp.__name__}")
+    import numpy as np
+
+    a = np.asarray(a)
+    special = _scipy_special()
+    out = getattr(special, name)(a) if special is not None else np.frompyfunc(scalar, 1, 1)(a)
+    return np.asarray(out, dtype=a.dtype)
+
+
+def erf(xp, a):
+    """The error function, elementwise (see ``_special_function`` for where it comes from)."""
+    return _special_function(xp, a, "erf", math.erf)
+
+
+def erfc(xp, a):
+    """1 - erf(a), elementwise, without the cancellation of computing it that way."""
+    return _special_function(xp, a, "erfc", math.erfc)
+
+
+def normcdf(xp, a):
+    """Φ(a), the standard normal CDF, as erfc(-a/√2)/2: accurate in both tails."""
+    return erfc(xp, -a / math.sqrt(2)) / 2

@@ -7,7 +7,7 @@ from __future__ import annotations
 import functools
 
 from graphc.backends.array_api.runtime import (  # noqa: F401 - called by the generated code
-    check_finite, check_labels, log_softmax, materialize, softmax, softmax_cross_entropy,
+    check_finite, check_labels, erf, erfc, log_softmax, materialize, normcdf, softmax, softmax_cross_entropy,
     softmax_cross_entropy_labels,
 )
 from graphc.backends.numpy.blas import GemmAccumulate  # noqa: F401 - called by the generated code

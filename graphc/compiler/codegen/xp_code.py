@@ -39,9 +39,13 @@ def _printer():
             # while x*σ(-x)*4 does not (the numpy lowering applies scalar factors last too).
             from sympy.printing.precedence import precedence
 
-            c, rest = expr.as_coeff_Mul()
-            if c.is_Number and c not in (1, -1) and rest != 1 and not rest.is_number:
-                body = f"{self.parenthesize(rest, precedence(expr))}*{self._print(abs(c))}"
+            numbers = [a for a in expr.args if a.is_number]  # sqrt(2)/sqrt(pi) too, not only 1/2
+            rest = [a for a in expr.args if not a.is_number]
+            c = sp.Mul(*numbers)
+            if rest and c.is_real and c not in (1, -1):
+                rest = sp.Mul(*rest)
+                factor = self._print(abs(c)) if abs(c).is_Rational else repr(float(abs(c)))
+                body = f"{self.parenthesize(rest, precedence(expr))}*{factor}"
                 return f"-{body}" if c < 0 else body
             return super()._print_Mul(expr)
 
@@ -96,6 +100,15 @@ def _printer():
             u = self._print(expr.args[0])
             big = f"(xp.abs({u}) + xp.logaddexp(0.0, -2*xp.abs({u})) - {float(_sympy().log(2))!r})"
             return f"xp.where(xp.abs({u}) < 1, xp.log1p(2*xp.sinh({u}/2)**2), {big})"
+
+        def _print_erf(self, expr):  # numpy has no erf: the runtime's (rt.erf)
+            return f"rt.erf(xp, {self._print(expr.args[0])})"
+
+        def _print_erfc(self, expr):
+            return f"rt.erfc(xp, {self._print(expr.args[0])})"
+
+        def _print_normcdf(self, expr):  # graphc.ops.stable: Φ(u) as erfc(-u/√2)/2
+            return f"rt.normcdf(xp, {self._print(expr.args[0])})"
 
         def _print_log1p(self, expr):
             return f"xp.log1p({self._print(expr.args[0])})"
