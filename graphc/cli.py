@@ -1,4 +1,5 @@
-"""``graphc`` on the command line: ``graphc train-mnist``, ``graphc explain-mnist`` and ``graphc explain FILE.json``."""
+"""``graphc`` on the command line: ``graphc train-mnist``, ``graphc explain-mnist``, ``graphc explain
+FILE.json`` and ``graphc draw FILE.json -o OUT.svg``."""
 
 from __future__ import annotations
 
