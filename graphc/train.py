@@ -136,7 +136,7 @@ def _load_checkpoint(path: Path, config: TrainConfig, step, rng, history: dict) 
     try:  # on a generator of the same kind first: a bad state must not reach the run's
         probe = type(rng.bit_generator)()
         probe.state = meta.get("rng")
-    except (TypeError, ValueError, KeyError) as exc:
+    except (TypeError, ValueError, KeyError, OverflowError) as exc:
         raise bad(f"its RNG state does not restore ({type(exc).__name__}: {exc})") from None
     restores = []
     for prefix, target in (("param/", step.params), ("state/", step.state)):

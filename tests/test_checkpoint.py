@@ -85,11 +85,12 @@ def _damage(path, change):
     (lambda a, m: m.pop("step_count"), "step_count must be a count"),
     (lambda a, m: m.update(iteration="ten"), "iteration must be a count"),
     (lambda a, m: m.update(rng={"bit_generator": "nonsense"}), "RNG state does not restore"),
+    (lambda a, m: m["rng"]["state"].update(state=-1), "RNG state does not restore"),  # OverflowError in numpy
     (lambda a, m: m["evaluations"].update(test_acc=["x"]), "evaluations are not three lists"),
     (lambda a, m: a.pop("history/loss"), "history/loss is missing"),
     (lambda a, m: m.pop("config"), "config is missing"),
     (lambda a, m: a.update({"param/W1": np.zeros(3)}), "param/W1 is missing or has the wrong shape"),
-], ids=["step_count", "iteration", "rng", "evaluations", "loss", "config", "param"])
+], ids=["step_count", "iteration", "rng", "rng_overflow", "evaluations", "loss", "config", "param"])
 def test_a_damaged_checkpoint_is_refused_by_name_and_restores_nothing(tmp_path, change, message):
     train_mnist(checkpoint_config(tmp_path, 20, checkpoint_every=10), log=lambda s: None, data=small_mnist())
     _damage(tmp_path / "checkpoint.npz", change)

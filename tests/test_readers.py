@@ -125,3 +125,18 @@ def test_an_npz_needing_an_unknown_zip_version_is_refused(tmp_path):
     (tmp_path / "future.npz").write_bytes(bytes(raw))
     with pytest.raises(gc.SerializationError, match="zip file version"):
         load_arrays(tmp_path / "future.npz")
+
+
+def test_an_npz_member_with_a_boolean_shape_is_refused(tmp_path):
+    """Found by review: numpy's header check takes (True,) as a shape (bool is an int)."""
+    path = tmp_path / "bool.npz"
+    path.write_bytes(_npz_with_member((True,), b"\0" * 8))
+    with pytest.raises(gc.SerializationError, match="not a tuple of counts"):
+        load_arrays(path)
+
+
+@pytest.mark.parametrize("reader", READERS, ids=list(READERS))
+def test_a_path_with_a_nul_byte_is_refused(reader):
+    read, error = READERS[reader]
+    with pytest.raises(error, match="NUL byte"):
+        read("a\x00b")

@@ -20,7 +20,7 @@ from typing import Mapping, Sequence
 
 from graphc.errors import GraphError, ShapeError, SpecError
 from graphc.ops.indices import DERIVATIVE, LETTERS, check_shape, fresh_letter, format_shape, letters_for
-from graphc.ops.leaves import Delta, Zeros, delta, operand_symbol, zeros
+from graphc.ops.leaves import Delta, Zeros, constant, delta, operand_symbol, zeros
 from graphc.ops.node import Node, Op, as_node, kept_axes, same_graph
 from graphc.ops.registry import saved_as
 from graphc.ops.symbolic import sympy_module
@@ -392,6 +392,8 @@ def contraction(spec: Spec, operands: Sequence[Node], name: str | None = None,
     if any(isinstance(n.op, Zeros) for n in operands):
         return zeros(graph, shape)
     spec, operands = _eliminate_deltas(spec, operands)
+    if not operands:  # every operand was a δ contracted away: Σ_b δ[a,b] = 1 for each a
+        spec, operands = Spec(("",), spec.output), [constant(graph, 1.0)]
     if len(operands) == 1 and spec.inputs[0] == spec.output:
         return operands[0]
     return Node(graph, Contraction(spec, label or op_name.split(" ")[0]), operands, shape, "float", name)

@@ -83,6 +83,8 @@ def _read_member(z: zipfile.ZipFile, info: zipfile.ZipInfo, where: str, key: str
         if dtype.hasobject:  # refused before anything could be unpickled
             raise SerializationError(f"{where}: array {key!r} cannot be loaded safely: it holds Python objects "
                                      f"(dtype {dtype}), which load only through pickle")
+        if not all(type(n) is int and n >= 0 for n in shape):  # (True,) passes numpy's own check
+            raise SerializationError(f"{where}: the header's shape {shape!r} is not a tuple of counts")
         count = 1
         for n in shape:
             count *= n

@@ -23,6 +23,8 @@ def open_regular_file(path, error: type, what: str = "file", max_bytes: int | No
         fd = os.open(path, _FLAGS)
     except FileNotFoundError:
         raise error(f"{os.fspath(path)!s}: file not found") from None
+    except ValueError:  # a NUL byte in the path
+        raise error(f"{os.fspath(path)!r}: not a usable path (it contains a NUL byte)") from None
     except OSError as exc:
         why = "a symbolic-link loop" if exc.errno == errno.ELOOP else exc.strerror or type(exc).__name__
         raise error(f"{os.fspath(path)!s}: cannot open the {what} ({why})") from None
