@@ -21,9 +21,8 @@ from typing import Callable, Sequence
 from graphc.errors import GraphError, SerializationError, ShapeError
 from graphc.ops.broadcasting import align
 from graphc.ops.contraction import Contraction, Spec, contraction
-from graphc.ops.indices import format_shape, out_letters
 from graphc.ops.leaves import Constant, Zeros, constant, operand_symbol, zeros
-from graphc.ops.node import Node, Op, as_node, kept_axes, letters_of, same_graph
+from graphc.ops.node import Node, Op, as_node, kept_axes, same_graph
 from graphc.ops.registry import saved_as
 from graphc.ops.stable import sigmoid as _sigmoid, stabilize
 from graphc.ops.symbolic import number, symbols as _symbols

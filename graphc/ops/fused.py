@@ -46,7 +46,6 @@ class Gemm(_Fused):
         return self.spec.output
 
     def expression(self, node, name_of):
-        sp = sympy_module()
         a, b, c = node.inputs
         product = einsum_expression(self.spec, (a, b), letter_sizes(node), name_of)
         total = _number(self.alpha) * product + _number(self.beta) * operand_symbol(c, self.c_indices, name_of)

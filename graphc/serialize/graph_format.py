@@ -54,7 +54,6 @@ from __future__ import annotations
 
 import functools
 import json
-import math
 
 import graphc.ops  # noqa: F401 - every built-in op registers its file name on import
 from graphc.errors import GraphcError, SerializationError

@@ -29,7 +29,6 @@ from graphc.compiler.codegen.program import (
 )
 from graphc.compiler.codegen.schedule import Schedule
 from graphc.compiler.explain.notation import formula, safe
-from graphc.compiler.walk import toposort
 from graphc.errors import GraphError
 from graphc.ops.contraction import Contraction, letter_sizes
 from graphc.ops.elementwise import Elementwise
@@ -37,7 +36,6 @@ from graphc.ops.fused import Gemm
 from graphc.ops.leaves import Constant, Delta, DimSize, Zeros
 from graphc.ops.node import Node
 from graphc.ops.registry import lowering, lowering_rule
-from graphc.ops.symbolic import sympy_module as _sympy
 
 BACKEND = "numpy"
 

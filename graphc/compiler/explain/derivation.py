@@ -19,6 +19,22 @@ from graphc.compiler.walk import toposort
 from graphc.ops.node import Node
 
 
+def sections(nodes: Sequence[Node], updates: Sequence[tuple], *, forward: bool, steps: bool) -> tuple:
+    """``(forward nodes, backward nodes)`` that a derivation of ``nodes`` lists, in order: every
+    listed node they depend on, split by ``derived``, without the nodes that ``updates`` write
+    (those have a section of their own); with ``forward`` and ``steps``, the forward section also
+    lists each node a step cites and what it reads."""
+    order = toposort(cse(list(nodes) + [n for _, n in updates]))
+    written = {id(n) for _, n in updates}
+    shown = [n for n in order if n.op.listed and id(n) not in written]
+    fwd = [n for n in shown if not n.derived]
+    if steps and forward:  # a step writes ∂L/∂F[..]·∂F[..]/∂x[..]: list each such F and what it reads
+        cited = [n.origin[0] for n in shown if n.derived and n.origin is not None and n.inputs
+                 and n.origin[0].op.adjoint_steps(n, notation.lhs(n.origin[0]))]
+        fwd = _with_cited(fwd, cited)
+    return fwd, [n for n in shown if n.derived]
+
+
 def explain(nodes, *, forward: bool = False, steps: bool = False, latex: bool = False, matrix: bool = True,
             updates: Sequence[tuple] = (), html: bool = False) -> str:
     """The derived expressions of ``nodes`` (gradients from ``grad``), one line each.
@@ -49,15 +65,7 @@ def explain(nodes, *, forward: bool = False, steps: bool = False, latex: bool = 
     updates = list(updates)
     if not nodes and not updates:
         return Derivation("")
-    order = toposort(cse(nodes + [n for _, n in updates]))
-    written = {id(n): leaf for leaf, n in updates}
-    shown = [n for n in order if n.op.listed and id(n) not in written]
-    fwd = [n for n in shown if not n.derived]
-    if steps and forward:  # a step writes ∂L/∂F[..]·∂F[..]/∂x[..]: list each such F and what it reads
-        cited = [n.origin[0] for n in shown if n.derived and n.origin is not None and n.inputs
-                 and n.origin[0].op.adjoint_steps(n, notation.lhs(n.origin[0]))]
-        fwd = _with_cited(fwd, cited)
-    bwd = [n for n in shown if n.derived]
+    fwd, bwd = sections(nodes, updates, forward=forward, steps=steps)
     lines: list[str] = []
     entries: list[tuple] = []  # (section, node, names, steps, matrix form, note): what Derivation typesets
 

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import html
 import os
-from typing import Sequence
 
 from graphc.compiler.explain import notation
 from graphc.compiler.walk import toposort

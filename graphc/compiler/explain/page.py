@@ -23,8 +23,6 @@ import re
 from typing import Sequence
 
 from graphc.compiler.explain import notation
-from graphc.compiler.passes.simplification import cse
-from graphc.compiler.walk import toposort
 from graphc.errors import GraphcError
 from graphc.ops.node import Node, letters_of
 from graphc.ops.symbolic import indexed, sympy_module
@@ -234,7 +232,7 @@ def page(nodes, *, forward: bool = False, steps: bool = False, matrix: bool = Tr
          updates: Sequence[tuple] = (), title: str | None = None) -> str:
     """The derivation of ``nodes`` (gradients, or a compiled function) as one HTML document;
     the arguments mean what they mean to :func:`~graphc.compiler.explain.explain`."""
-    from graphc.compiler.explain.derivation import explain
+    from graphc.compiler.explain.derivation import explain, sections
 
     fn = None
     if hasattr(nodes, "outputs") and not isinstance(nodes, Node):  # a CompiledFunction
@@ -242,11 +240,7 @@ def page(nodes, *, forward: bool = False, steps: bool = False, matrix: bool = Tr
     nodes = [nodes] if isinstance(nodes, Node) else list(nodes)
     updates = list(updates)
     every = nodes + [n for _, n in updates]
-    order = toposort(cse(every)) if every else []
-    written = {id(n) for _, n in updates}
-    shown = [n for n in order if n.op.listed and id(n) not in written]
-    fwd = [n for n in shown if not n.derived]
-    bwd = [n for n in shown if n.derived]
+    fwd, bwd = sections(nodes, updates, forward=forward, steps=steps) if every else ([], [])
     sections: list[tuple[str, str, list]] = []  # (id, heading, rows)
     if forward and fwd:
         sections.append(("forward", "Forward", fwd))
