@@ -142,6 +142,31 @@ A = g.input("A", ("n", "h")); b = g.input("b", ("h",)); dy = g.input("dy", ("n",
 y = gc.tanh(A + b, name="y")                  # b is broadcast over n explicitly
 print(gc.explain([y, *gc.grad(y, [A, b], seed=dy)], forward=True))
 """,
+    "index_sum": """\
+x = g.input("x", ("n", 1, 6, 6)); W = g.input("W", (2, 1, 3, 3)); dy = g.input("dy", ("n", 2, 4, 4))
+y = gc.index_sum("y[n,o,i,j] = x[n,c,i+p,j+q] * W[o,c,p,q]", x=x, W=W)   # what gc.conv2d makes
+print(gc.explain([y, *gc.grad(y, [x, W], seed=dy)], forward=True, steps=True))
+""",
+    "window_max": """\
+x = g.input("x", ("n", 3, 4, 4)); dy = g.input("dy", ("n", 3, 2, 2))
+y = gc.max_pool2d(x, 2, name="y")             # the gradient goes to each window's first maximum
+print(gc.explain([y, *gc.grad(y, [x], seed=dy)], forward=True))
+""",
+    "first_max_mask": """\
+x = g.input("x", ("n", 3, 5, 5)); dy = g.input("dy", ("n", 3, 2, 2))
+y = gc.max_pool2d(x, 3, stride=2, name="y")   # overlapping windows: the mask is a scatter's operand
+print(gc.explain(gc.grad(y, [x], seed=dy)))
+""",
+    "pad": """\
+x = g.input("x", ("n", 1, 4, 4)); dy = g.input("dy", ("n", 1, 6, 6))
+y = gc.pad(x, [(0, 0), (0, 0), (1, 1), (1, 1)], name="y")   # its adjoint is a shifted read
+print(gc.explain([y, *gc.grad(y, [x], seed=dy)], forward=True))
+""",
+    "reshape": """\
+x = g.input("x", ("n", 2, 3, 3)); dy = g.input("dy", ("n", 18))
+y = gc.flatten(x, name="y")                   # reshape(x, ("n", -1))
+print(gc.explain([y, *gc.grad(y, [x], seed=dy)], forward=True))
+""",
     "softmax": """\
 a = g.input("a", ("n", "c")); dy = g.input("dy", ("n", "c"))
 y = gc.softmax(a, name="y")                   # over the last axis

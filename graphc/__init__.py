@@ -21,6 +21,7 @@ from graphc.ops import (
     maximum,
     mean, minimum, mul, neg, one_hot, outer, power, relu, sigmoid, softmax, softmax_cross_entropy, sqrt, step, sub, sum,
     tanh, trace, transpose, greater, greater_equal, less, less_equal, where,
+    index_sum, conv2d, max_pool2d, avg_pool2d, pad, reshape, flatten,
 )
 from graphc.ops.elementwise import elementwise
 from graphc.serialize import load_graph, save_graph
@@ -35,6 +36,7 @@ __all__ = [
     "add", "sub", "mul", "div", "neg", "power", "exp", "log", "sqrt", "tanh", "sigmoid", "relu", "step",
     "erf", "gelu", "maximum", "minimum", "greater", "greater_equal", "less", "less_equal", "where", "copy", "elementwise",
     "softmax", "log_softmax", "softmax_cross_entropy", "one_hot", "argmax",
+    "index_sum", "conv2d", "max_pool2d", "avg_pool2d", "pad", "reshape", "flatten",
     "GraphcError", "GraphError", "ShapeError", "SpecError", "BindingError", "GradError", "NumericsError",
     "SerializationError", "DataError",
 ]

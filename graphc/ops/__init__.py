@@ -4,7 +4,8 @@ Modules import one another in one direction: ``indices`` and ``symbolic`` (share
 vocabulary) → ``node`` (Op, Node) → ``leaves`` → ``graph`` → ``contraction`` →
 ``broadcasting`` (how elementwise operands line up) → ``elementwise`` → ``nn`` →
 ``cross_entropy`` → ``operators`` (Python operators on nodes) → ``selection``
-(comparisons, their operators, and ``where``).  Nothing here imports :mod:`graphc.compiler`; the compiler reads these ops.
+(comparisons, their operators, and ``where``) → ``affine`` (index sums with affine axes)
+→ ``windows`` (convolution, pooling, padding, reshapes).  Nothing here imports :mod:`graphc.compiler`; the compiler reads these ops.
 """
 
 from graphc.ops.contraction import (
@@ -21,6 +22,10 @@ from graphc.ops.nn import Argmax, LogSoftmax, OneHot, Softmax, argmax, log_softm
 from graphc.ops.node import Node, Op
 from graphc.ops.operators import mean
 from graphc.ops.selection import greater, greater_equal, less, less_equal, where
+from graphc.ops.affine import IndexSum, index_sum
+from graphc.ops.windows import (
+    FirstMaxMask, Pad, Reshape, WindowMax, avg_pool2d, conv2d, flatten, max_pool2d, pad, reshape,
+)
 
 # ``graphc.ops.elementwise`` stays the module (its function ``elementwise``, which defines
 # a new op, is exported at the top level as ``graphc.elementwise``).
@@ -31,4 +36,6 @@ __all__ = [
     "einsum", "matmul", "transpose", "sum", "mean", "broadcast_to", "trace", "diagonal", "outer", "parse_spec",
     "add", "sub", "mul", "div", "neg", "power", "exp", "log", "sqrt", "tanh", "sigmoid", "relu", "step",
     "erf", "gelu", "maximum", "minimum", "greater", "greater_equal", "less", "less_equal", "where", "copy", "softmax", "log_softmax", "softmax_cross_entropy", "one_hot", "argmax",
+    "IndexSum", "index_sum", "WindowMax", "FirstMaxMask", "Pad", "Reshape", "conv2d", "max_pool2d", "avg_pool2d",
+    "pad", "reshape", "flatten",
 ]

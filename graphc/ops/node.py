@@ -99,6 +99,11 @@ class Op:
         node of this op, written ``forward_lhs``) by hand, or None to show the result only."""
         return None
 
+    def conditions(self, node: "Node") -> str | None:
+        """Where the right-hand side holds, when not everywhere: the bounds of a gather form
+        (``0 ≤ u-p < 24``), a padding's border.  Printed after the formula; None by default."""
+        return None
+
     def explain_note(self, node: "Node") -> str | None:
         """A remark explain adds to the node's line (how a fused op runs), or None."""
         return None

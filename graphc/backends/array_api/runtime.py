@@ -112,3 +112,57 @@ def erfc(xp, a):
 def normcdf(xp, a):
     """Φ(a), the standard normal CDF, as erfc(-a/√2)/2: accurate in both tails."""
     return erfc(xp, -a / math.sqrt(2)) / 2
+
+
+# -- windows (graphc.backends.array_api.windows) ------------------------------------------------
+@functools.lru_cache(maxsize=256)
+def _selection(ranges: tuple, coeffs: tuple, const: int, size: int):
+    import numpy as np
+
+    value = np.full(ranges, const, dtype=np.int64)
+    for k, (r, a) in enumerate(zip(ranges, coeffs)):
+        value = value + a * np.arange(r).reshape((r,) + (1,) * (len(ranges) - k - 1))
+    chosen = value[..., None] == np.arange(size)
+    chosen.flags.writeable = False
+    return chosen
+
+
+def selection(xp, dtype, ranges: tuple, coeffs: tuple, const: int, size: int):
+    """``S[letters..., u] = 1 if u = const + Σ coeff·letter`` (an affine axis as a plain one)."""
+    return xp.asarray(_selection(ranges, coeffs, const, size), dtype=dtype)
+
+
+def finite_lowest(xp, a):
+    """``a`` with −∞ replaced by the dtype's lowest finite value (a 0/1 selection keeps it exact)."""
+    lowest = xp.finfo(a.dtype).min
+    return xp.where(a == -math.inf, xp.asarray(lowest, dtype=a.dtype), a)
+
+
+def infinite_lowest(xp, a):
+    """The inverse of :func:`finite_lowest`."""
+    lowest = xp.finfo(a.dtype).min
+    return xp.where(a == lowest, xp.asarray(-math.inf, dtype=a.dtype), a)
+
+
+def first_max_mask(xp, windows, n_window: int, dtype):
+    """1 at the first maximum of each window (row-major window order), 0 elsewhere."""
+    shape = tuple(windows.shape)
+    size = math.prod(shape[len(shape) - n_window:])
+    flat = xp.reshape(windows, (-1, size))
+    first = xp.argmax(flat, axis=1)
+    mask = xp.astype(xp.reshape(first, (-1, 1)) == xp.reshape(xp.arange(size), (1, size)), dtype)
+    return xp.reshape(mask, shape)
+
+
+def pad(xp, a, widths: tuple, value: float):
+    """``a`` surrounded by ``value``, ``widths`` one (before, after) pair per axis."""
+    for axis, (lo, hi) in enumerate(widths):
+        if not (lo or hi):
+            continue
+        parts = []
+        for n in (lo, hi):
+            shape = list(a.shape)
+            shape[axis] = n
+            parts.append(xp.full(tuple(shape), value, dtype=a.dtype) if n else None)
+        a = xp.concat([p for p in (parts[0], a, parts[1]) if p is not None], axis=axis)
+    return a

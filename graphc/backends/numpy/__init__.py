@@ -4,6 +4,7 @@ binding (:mod:`.blas`), the runtime its code calls (:mod:`.runtime`), and batch 
 for training loops (:mod:`.casting`)."""
 
 from graphc.backends.numpy import runtime
+from graphc.backends.numpy import windows  # noqa: F401 - registers the window ops' rules
 from graphc.backends.numpy.lowering import lower
 
 __all__ = ["lower", "runtime"]

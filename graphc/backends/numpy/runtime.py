@@ -184,3 +184,100 @@ def np_one_hot(labels, out):
 
     np_check_labels(labels, out.shape[-1])
     return np.equal(labels.reshape(labels.shape + (1,)), _class_indices(out.shape[-1]), out=out)
+
+
+# -- windows: strided reads and slice-add writes (graphc.backends.numpy.windows) --------------
+def window(a, starts: tuple, axes: tuple, writeable: bool = False):
+    """A strided view of ``a`` with one axis per index letter: ``axes`` holds, per letter, its
+    range and ``((axis of a, coefficient), ...)``; ``starts`` the constant of each axis's term.
+    Every access was checked in range when the graph was declared.  Read-only unless
+    ``writeable`` (the lowering asks for that only where no two view elements share memory)."""
+    from numpy.lib.stride_tricks import as_strided
+
+    base = a[tuple(slice(s, None) for s in starts)]  # the first element read, as a view
+    strides = a.strides
+    return as_strided(base, tuple(size for size, _ in axes),
+                      tuple(sum(c * strides[k] for k, c in uses) for _, uses in axes), writeable=writeable)
+
+
+class SliceAdds:
+    """``out[T_0] += T`` through affine output terms, as one strided slice-add per assignment of
+    the loop letters (a convolution's col2im: K² adds for a K×K kernel), planned once.
+
+    ``axes``: per output axis ``(const, coefficient of its free letter, the free letter's range
+    (-1: the whole axis), ((loop position, coefficient), ...))``; ``T`` holds the free letters
+    present (in axis order) then the loop letters at ``loops_in_t``; ``missing`` lists the free
+    letters ``T`` lacks (it is the same along them)."""
+
+    def __init__(self, axes: tuple, loop_ranges: tuple, loops_in_t: tuple, missing: tuple):
+        import itertools
+
+        n_free = sum(1 for _, a, _, _ in axes if a)
+        t_free = tuple(None if k in missing else slice(None) for k in range(n_free))
+        self.pairs = []
+        for values in itertools.product(*(range(r) for r in loop_ranges)):
+            index = []
+            for const, a, size, uses in axes:
+                start = const + sum(c * values[pos] for pos, c in uses)
+                if not a:
+                    index.append(start)
+                elif size < 0:
+                    index.append(slice(None))
+                else:
+                    last = start + a * (size - 1)
+                    index.append(slice(start, last + 1, a) if a > 0 else slice(start, last - 1 if last else None, a))
+            self.pairs.append((tuple(index), t_free + tuple(values[p] for p in loops_in_t)))
+
+    def __call__(self, out, T) -> None:
+        import numpy as np
+
+        out.fill(0)
+        add = np.add
+        for out_index, t_index in self.pairs:
+            target = out[out_index]
+            add(target, T[t_index], out=target)
+
+
+def window_max(windows, n_window: int, out) -> None:
+    """``out`` = the maximum of each window: ``windows`` holds the output axes then the
+    ``n_window`` window axes; one ``maximum`` per window position."""
+    import numpy as np
+
+    positions = list(np.ndindex(*windows.shape[windows.ndim - n_window:]))
+    np.copyto(out, windows[(Ellipsis, *positions[0])])
+    for pos in positions[1:]:
+        np.maximum(out, windows[(Ellipsis, *pos)], out=out)
+
+
+def multiply_by_position(a, b, out, n_inner: int) -> None:
+    """``out = a·b`` (broadcasting), one multiply per index of ``out``'s last ``n_inner`` axes."""
+    import numpy as np
+
+    for pos in np.ndindex(*out.shape[out.ndim - n_inner:]):
+        ia = tuple(p if d != 1 else 0 for p, d in zip(pos, a.shape[a.ndim - n_inner:]))
+        ib = tuple(p if d != 1 else 0 for p, d in zip(pos, b.shape[b.ndim - n_inner:]))
+        np.multiply(a[(Ellipsis, *ia)], b[(Ellipsis, *ib)], out=out[(Ellipsis, *pos)])
+
+
+def first_max_mask(windows, peak, out, free) -> None:
+    """``out[position, ...]`` = 1 where the window reaches its maximum ``peak`` for the first
+    time in row-major window order (torch's rule for max pooling's gradient, ties included),
+    else 0.  ``windows``: the output axes then the window axes; ``out``: the window axes
+    first; ``free``: scratch of ``peak``'s shape, 1 while no earlier position held the maximum."""
+    import numpy as np
+
+    n_window = out.ndim - peak.ndim
+    for k, pos in enumerate(np.ndindex(*out.shape[:n_window])):
+        hit = out[pos]
+        np.equal(windows[(Ellipsis, *pos)], peak, out=hit)
+        if k:
+            np.multiply(hit, free, out=hit)
+            np.subtract(free, hit, out=free)
+        else:
+            np.subtract(1, hit, out=free)
+
+
+def pad_into(out, a, inner: tuple, value: float) -> None:
+    """``out`` = ``a`` surrounded by ``value``: ``inner`` holds ``a``'s (start, stop) per axis."""
+    out.fill(value)
+    out[tuple(slice(lo, hi) for lo, hi in inner)] = a

@@ -35,13 +35,20 @@ def lhs(node, names=None) -> str:
 
 
 def formula(node, names=None) -> str:
-    """``name[idx] = rhs`` in Einstein notation with explicit sums."""
-    return f"{lhs(node, names)} = {index_text(expression(node, names))}"
+    """``name[idx] = rhs`` in Einstein notation with explicit sums, and where it holds when
+    not everywhere (``(0 ≤ u-p < 24)``)."""
+    cond = node.op.conditions(node)
+    return f"{lhs(node, names)} = {index_text(expression(node, names))}" + (f"  ({cond})" if cond else "")
 
 
 def latex(node, names=None) -> str:
     left = indexed(_name_of(names)(node), letters_of(node))
-    return f"{sympy_module().latex(left)} = {index_latex(expression(node, names))}"
+    cond = node.op.conditions(node)
+    where = ""
+    if cond:
+        tex = cond.replace("≤", r"\le ").replace(" | ", r" \mid ").replace("−", "-")
+        where = rf"\quad ({tex})"
+    return f"{sympy_module().latex(left)} = {index_latex(expression(node, names))}{where}"
 
 
 def matrix_form(node, names=None) -> str | None:
