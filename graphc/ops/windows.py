@@ -284,7 +284,13 @@ def reshape(x: Node, shape, name: str | None = None) -> Node:
 
 
 def flatten(x: Node, start_axis: int = 1, name: str | None = None) -> Node:
-    """``x`` with the axes from ``start_axis`` on merged into one (torch's ``flatten(x, 1)``)."""
+    """``x`` with the axes from ``start_axis`` on merged into one (torch's ``flatten(x, 1)``).
+
+    >>> import graphc as gc
+    >>> g = gc.Graph("f"); x = g.input("x", ("n", 30, 12, 12))
+    >>> gc.flatten(x).shape
+    ('n', 4320)
+    """
     if not isinstance(x, Node):
         raise GraphError(f"flatten: {x!r} is not a graph node")
     if isinstance(start_axis, bool) or not isinstance(start_axis, int) or not 0 <= start_axis < max(x.ndim, 1):
