@@ -145,12 +145,12 @@ def infinite_lowest(xp, a):
 
 
 def first_max_mask(xp, windows, n_window: int, dtype):
-    """1 at the first maximum of each window (row-major window order), 0 elsewhere."""
+    """1 at the first maximum of each window (row-major window order), 0 elsewhere; the
+    window axes come first."""
     shape = tuple(windows.shape)
-    size = math.prod(shape[len(shape) - n_window:])
-    flat = xp.reshape(windows, (-1, size))
-    first = xp.argmax(flat, axis=1)
-    mask = xp.astype(xp.reshape(first, (-1, 1)) == xp.reshape(xp.arange(size), (1, size)), dtype)
+    size = math.prod(shape[:n_window])
+    first = xp.argmax(xp.reshape(windows, (size, -1)), axis=0)
+    mask = xp.astype(xp.reshape(first, (1, -1)) == xp.reshape(xp.arange(size), (size, 1)), dtype)
     return xp.reshape(mask, shape)
 
 

@@ -80,29 +80,34 @@ def _index_sum(node, L):
     return f"({rhs}) * {scale!r}" if scale != 1.0 else rhs
 
 
-def _windows(node, L) -> str:
-    """The windows of a window op's operand, axes ``out + window``, −∞ kept finite."""
+def _windows(node, L, order: str) -> str:
+    """The windows of a window op's operand with axes ``order``, −∞ kept finite."""
     op = node.op
     x = node.inputs[0]
     e = _Einsum(set(op.out + op.window))
     e.operand(f"rt.finite_lowest(xp, {L.var(x)})", x.shape, op.terms, op.sizes)
-    return e.call(L, op.out + op.window)
+    return e.call(L, order)
 
 
 @lowering(BACKEND, WindowMax)
 def _window_max(node, L):
     axes = tuple(range(len(node.op.out), len(node.op.out) + len(node.op.window)))
-    return f"rt.infinite_lowest(xp, xp.max({_windows(node, L)}, axis={axes}))"
+    return f"rt.infinite_lowest(xp, xp.max({_windows(node, L, node.op.out + node.op.window)}, axis={axes}))"
 
 
 @lowering(BACKEND, FirstMaxMask)
 def _first_max_mask(node, L):
-    return f"rt.first_max_mask(xp, {_windows(node, L)}, {len(node.op.window)}, dtype)"
+    return f"rt.first_max_mask(xp, {_windows(node, L, node.op.window + node.op.out)}, {len(node.op.window)}, dtype)"
+
+
+def _number(value: float) -> str:
+    """A float as code (``float('-inf')``: ``repr`` gives ``-inf``, which is no Python literal)."""
+    return repr(value) if value == value and abs(value) != float("inf") else f"float('{value}')"
 
 
 @lowering(BACKEND, Pad)
 def _pad(node, L):
-    return f"rt.pad(xp, {L.var(node.inputs[0])}, {node.op.widths!r}, {node.op.value!r})"
+    return f"rt.pad(xp, {L.var(node.inputs[0])}, {node.op.widths!r}, {_number(node.op.value)})"
 
 
 @lowering(BACKEND, Reshape)

@@ -89,8 +89,8 @@ def _index_sum(node, L):
             lines = [f"        {_contract(L, views, out, sizes, dest)}"]
             v = dest
         if scale != 1.0:
-            lines.append(f"        {v} = xp.multiply({v}, {L.hoist(repr(scale))}"
-                         f"{f', out={v}' if node.shape else ''})")
+            lines.append(f"        xp.multiply({v}, {L.hoist(repr(scale))}, out={v})" if node.shape
+                         else f"        {v} = xp.multiply({v}, {L.hoist(repr(scale))})")
         return lines
     return _scatter(node, L, views, scale)
 
@@ -207,11 +207,16 @@ def _first_max_mask(node, L):
     return [f"        rt.first_max_mask(xp.permute_dims({code}, {perm}), {L.var[id(peak)]}, {dest}, {free})"]
 
 
+def _number(value: float) -> str:
+    """A float as code (``float('-inf')``: ``repr`` gives ``-inf``, which is no Python literal)."""
+    return repr(value) if value == value and abs(value) != float("inf") else f"float('{value}')"
+
+
 @lowering(BACKEND, Pad)
 def _pad(node, L):
     dest = L.output_buffer(node)
     inner = tuple((lo, lo + d if isinstance(d, int) else None) for (lo, _), d in zip(node.op.widths, node.inputs[0].shape))
-    return [f"        rt.pad_into({dest}, {L.var[id(node.inputs[0])]}, {inner!r}, {node.op.value!r})"]
+    return [f"        rt.pad_into({dest}, {L.var[id(node.inputs[0])]}, {inner!r}, {_number(node.op.value)})"]
 
 
 @lowering(BACKEND, Reshape)
