@@ -54,17 +54,26 @@ def _directory(text: str) -> str:
 
 
 def _train_parser(sub) -> None:
-    from graphc.train import TrainConfig
+    from graphc.train import MODEL_DEFAULTS, TrainConfig
 
     d = TrainConfig()
-    p = sub.add_parser("train-mnist", help="train the seed's 784-50-10 net on MNIST with a compiled step",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--iters", type=_count, default=d.iters, help="training iterations")
+    p = sub.add_parser("train-mnist", help="train the seed's 784-50-10 net (or SimpleConvNet) on MNIST with a "
+                       "compiled step", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--model", choices=sorted(MODEL_DEFAULTS), default="mlp",
+                   help="mlp: the seed's 784-50-10 net; convnet: the book's SimpleConvNet (conv 30×5×5, ReLU, "
+                        "2×2 max pooling, affine 100, ReLU, affine 10)")
+    per_model = "; ".join(f"{m}: {{}}" for m in MODEL_DEFAULTS)
+
+    def model_default(key):
+        return per_model.format(*(v[key] for v in MODEL_DEFAULTS.values()))
+
+    p.add_argument("--iters", type=_count, default=argparse.SUPPRESS, help=f"training iterations ({model_default('iters')})")
     p.add_argument("--batch-size", type=_positive_int, default=d.batch_size)
-    p.add_argument("--lr", type=_positive_float, default=d.lr, help="learning rate")
-    p.add_argument("--hidden", type=_positive_int, default=d.hidden, help="hidden units")
+    p.add_argument("--lr", type=_positive_float, default=argparse.SUPPRESS, help=f"learning rate ({model_default('lr')})")
+    p.add_argument("--hidden", type=_positive_int, default=argparse.SUPPRESS, help=f"hidden units ({model_default('hidden')})")
     p.add_argument("--weight-init-std", type=_positive_float, default=d.weight_init_std)
-    p.add_argument("--optimizer", choices=["sgd", "momentum", "adam"], default=d.optimizer)
+    p.add_argument("--optimizer", choices=["sgd", "momentum", "adam"], default=argparse.SUPPRESS,
+                   help=f"({model_default('optimizer')})")
     p.add_argument("--momentum", type=_unit_interval, default=d.momentum,
                    help="momentum coefficient (with --optimizer momentum)")
     p.add_argument("--seed", type=int, default=d.seed, help="seed of the initialisation and batch sampling")
@@ -190,9 +199,13 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "train-mnist":
             from graphc.train import TrainConfig, train_mnist
 
+            from graphc.train import MODEL_DEFAULTS
+
+            chosen = {k: getattr(args, k, None) for k in ("iters", "lr", "hidden", "optimizer")}
+            chosen = {k: MODEL_DEFAULTS[args.model][k] if v is None else v for k, v in chosen.items()}
             config = TrainConfig(
-                iters=args.iters, batch_size=args.batch_size, lr=args.lr, hidden=args.hidden,
-                weight_init_std=args.weight_init_std, optimizer=args.optimizer, momentum=args.momentum,
+                model=args.model, batch_size=args.batch_size, **chosen,
+                weight_init_std=args.weight_init_std, momentum=args.momentum,
                 seed=args.seed, dtype=args.dtype, integer_labels=args.integer_labels, data=args.data,
                 out=args.out, progress=not args.no_progress, plot=not args.no_plot,
                 checkpoint_every=args.checkpoint_every, resume=args.resume,
