@@ -94,10 +94,11 @@ def test_a_checkpoint_of_the_other_model_is_refused(tmp_path):
 
 @needs_mnist_files
 def test_a_short_convnet_run_learns(tmp_path):
-    """300 iterations of Adam on the real files (a few seconds here; CI's machine is the same size)."""
+    """One epoch (600 iterations) of Adam at lr 0.002 on the real files, about 11 s here.  Measured:
+    test accuracy 0.9738, 0.9751, 0.9789 at seeds 0, 1, 2 (300 iterations at lr 0.003 gave 0.9644-0.9712)."""
     from graphc.train import TrainConfig, train_mnist
 
-    result = train_mnist(TrainConfig(model="convnet", iters=300, lr=0.003, optimizer="adam", hidden=100, data=DATA,
+    result = train_mnist(TrainConfig(model="convnet", iters=600, lr=0.002, optimizer="adam", hidden=100, data=DATA,
                                      out=str(tmp_path), progress=False), log=lambda s: None)
     assert result.test_acc >= 0.97, result.summary()
     saved = np.load(tmp_path / "params.npz", allow_pickle=False)
