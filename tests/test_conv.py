@@ -346,3 +346,39 @@ def test_index_notation_errors_name_the_expression_and_the_index(text, operands,
     nodes = {k: g.input(k, shape) for k, shape in operands.items()}
     with pytest.raises(gc.GraphError, match=message):
         gc.index_sum(text, **nodes)
+
+
+def test_forward_mode_and_the_hessian_through_conv_pool_and_pad_match_torch():
+    g = gc.Graph("jvp")
+    x = g.input("x", (1, 2, 6, 5))
+    K = g.param("K", (2, 2, 2, 2))
+    y = gc.avg_pool2d(gc.max_pool2d(gc.conv2d(x, K, padding=1), 2, stride=1), 2, padding=1).flatten()
+    loss = (gc.tanh(y) ** 2).sum()
+    tK = g.input("tK", K.shape)
+    rng = np.random.default_rng(10)
+    values = {"x": rng.standard_normal(x.shape), "K": rng.standard_normal(K.shape), "tK": rng.standard_normal(K.shape)}
+    got_jvp, got_hessian = gc.compile([gc.jvp(y, K, tK), gc.hessian(loss, K)])(values)
+    F = torch.nn.functional
+
+    def f(k):
+        return F.avg_pool2d(F.max_pool2d(F.conv2d(torch.tensor(values["x"]), k, padding=1), 2, 1), 2, padding=1).flatten(1)
+
+    _, ref_jvp = torch.func.jvp(f, (torch.tensor(values["K"]),), (torch.tensor(values["tK"]),))
+    ref_hessian = torch.autograd.functional.hessian(lambda k: (torch.tanh(f(k)) ** 2).sum(), torch.tensor(values["K"]))
+    np.testing.assert_allclose(got_jvp, ref_jvp.numpy(), rtol=1e-11, atol=1e-12)
+    np.testing.assert_allclose(got_hessian, ref_hessian.numpy().reshape(got_hessian.shape), rtol=1e-10, atol=1e-11)
+
+
+def test_a_conv_net_compiled_for_the_array_api_runs_on_torch_tensors():
+    g = gc.Graph("torch")
+    x, K = g.input("x", ("n", 2, 7, 7)), g.param("K", (3, 2, 3, 3))
+    y = gc.max_pool2d(gc.relu(gc.conv2d(x, K, stride=2, padding=1)), 2, padding=1)
+    loss = (y ** 2).sum()
+    fn = gc.compile([loss, *gc.grad(loss, [K])], lowering="array_api")
+    rng = np.random.default_rng(11)
+    xv, Kv = rng.standard_normal((2, 2, 7, 7)), rng.standard_normal((3, 2, 3, 3))
+    got = fn(x=torch.tensor(xv), K=torch.tensor(Kv))
+    expected = gc.compile([loss, *gc.grad(loss, [K])])(x=xv, K=Kv)
+    assert all(isinstance(v, torch.Tensor) for v in got)
+    for a, b in zip(got, expected):
+        np.testing.assert_allclose(a.numpy(), b, rtol=1e-12, atol=1e-12)

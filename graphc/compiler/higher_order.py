@@ -7,7 +7,9 @@ differentiate like any other node.
   (``∂out[O] = Σ_j einsum(spec, A_0, .., ∂A_j, ..)``); an elementwise node's is
   ``Σ_i ∂f/∂x_i·∂x_i`` (the partials ``grad`` uses); softmax's Jacobian is symmetric, so its
   tangent is its vjp of the tangent; log_softmax's is ``∂a − Σ_c y·∂a``; an op with a scalar
-  output (softmax cross-entropy) contracts its gradient with the tangents.
+  output (softmax cross-entropy) contracts its gradient with the tangents; any other op gives
+  its own (``Op.jvp``: an index sum is linear in each operand, max pooling passes the tangent
+  at each window's first maximum).
 * ``hvp(f, x, v)`` is ``grad(Σ grad(f, x)·v, x)``.
 * ``hessian(f, x)`` differentiates every component of the gradient at once: the Hessian-vector
   product is linear in ``v``, so replacing ``v[K]`` by the Kronecker δ ``δ[K,J]`` (one δ per
@@ -27,6 +29,7 @@ from graphc.compiler.explain.display import Gradients
 from graphc.compiler.passes import simplify
 from graphc.compiler.walk import toposort
 from graphc.errors import GradError, GraphError
+from graphc.ops.affine import IndexSum, Term, affine_sum
 from graphc.ops.contraction import Contraction, Spec, contraction, letter_sizes
 from graphc.ops.contraction import sum as sum_
 from graphc.ops.elementwise import SUB, Elementwise, _derived_fn, make, mul
@@ -35,6 +38,7 @@ from graphc.ops.leaves import Constant, Delta, DimSize, Input, Zeros, delta, zer
 from graphc.ops.nn import LogSoftmax, Softmax, softmax
 from graphc.ops.node import Node, letters_of
 from graphc.ops.symbolic import sympy_module
+from graphc.ops.windows import Pad, Reshape, pad, reshape
 
 #: The most entries ``hessian`` accepts for its variable (the Hessian has the square of it).
 HESSIAN_MAX_ENTRIES = 4096
@@ -127,6 +131,9 @@ def _forward(output: Node, targets: Sequence[Node], tans: Sequence[Node]) -> Nod
 
 def _jvp_rule(node: Node, ins: list) -> Node | None:
     op = node.op
+    own = op.jvp(node, ins)  # an op that carries its own forward rule
+    if own is not NotImplemented:
+        return own
     if isinstance(op, Contraction):
         sizes = letter_sizes(node)
         parts = [contraction(op.spec, [t if k == j else x for k, x in enumerate(node.inputs)], sizes=sizes)
@@ -290,6 +297,27 @@ def _batch_delta(hv: Node, v: Node) -> Node | None:
                     operands.append(inp)
                     indices.append(idx)
             out = make(op.fn, operands, indices, op.out_indices + J, node.shape + batch_shape)
+        elif isinstance(op, IndexSum):  # the batch letters J as plain terms of the operands that carry them
+            used = {c for ts in [*op.terms, op.out] for t in ts for c in t.letters}
+            J = "".join(fresh_letter(used, "pqrsuvwxyz" + LETTERS) for _ in range(r))
+            extra = tuple(Term.of(j) for j in J)
+            terms, operands = [], []
+            for ts, inp in zip(op.terms, node.inputs):
+                if inp is v:
+                    terms.append(ts + extra)
+                    operands.append(_delta_tensor(graph, batch_shape, used))
+                elif id(inp) in new:
+                    terms.append(ts + extra)
+                    operands.append(new[id(inp)])
+                else:
+                    terms.append(ts)
+                    operands.append(inp)
+            out = affine_sum(terms, operands, op.out + extra, node.shape + batch_shape,
+                             {**op.sizes, **dict(zip(J, batch_shape))}, label=op.kind_name)
+        elif isinstance(op, (Reshape, Pad)) and id(node.inputs[0]) in new:  # acts on the leading axes alone
+            inner = new[id(node.inputs[0])]
+            out = reshape(inner, node.shape + batch_shape) if isinstance(op, Reshape) \
+                else pad(inner, op.widths + ((0, 0),) * r, value=op.value)
         else:
             raise GradError(f"hessian: the Hessian-vector product passes {op.describe()} ({node.name!r}), "
                             "which cannot carry the Hessian's extra indices; use hvp")

@@ -177,6 +177,16 @@ class IndexSum(Op):
             grads.append(adj)
         return grads
 
+    def jvp(self, node: Node, tangents):
+        """Linear in each operand: the same sum with one operand replaced by its tangent, summed."""
+        parts = [affine_sum(self.terms, [t if k == j else x for k, x in enumerate(node.inputs)], self.out,
+                            node.shape, self.sizes, op_name=f"the tangent of {node.name!r}")
+                 for j, t in enumerate(tangents) if t is not None]
+        total = parts[0] if parts else None
+        for part in parts[1:]:
+            total = total + part
+        return total
+
     # -- printing: the gather form where it can be solved for ---------------------------------
     def solved(self, node: Node):
         """``(letters, substitution, conditions)``: the output written with one letter per axis,

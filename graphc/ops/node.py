@@ -67,6 +67,12 @@ class Op:
     def vjp(self, node: "Node", g: "Node", wanted: Sequence[bool]) -> list:
         raise NotImplementedError(f"{type(self).__name__} has no derivative rule")
 
+    def jvp(self, node: "Node", tangents: Sequence) -> "Node | None":
+        """Forward mode: the tangent of ``node`` given its operands' (None where an operand has
+        none), built from IR nodes; None for no tangent.  ``NotImplemented`` (the default)
+        leaves it to :mod:`graphc.compiler.higher_order`'s rules for the core ops."""
+        return NotImplemented
+
     def describe(self) -> str:
         return self.kind_name
 

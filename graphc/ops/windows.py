@@ -90,6 +90,15 @@ class WindowMax(_WindowOp):
         return [dx]
 
 
+    def jvp(self, node, tangents):
+        """The tangent at each window's first maximum: ``Σ_window mask·∂x[terms]``."""
+        x = node.inputs[0]
+        mask = window_op(FirstMaxMask, x, self.terms, self.out, self.window, self.sizes, peak=node)
+        return affine_sum([tuple(Term.of(c) for c in self.window + self.out), self.terms], [mask, tangents[0]],
+                          tuple(Term.of(c) for c in self.out), node.shape, self.sizes,
+                          op_name=f"the tangent of {node.name!r}")
+
+
 @saved_as("first_max_mask")
 class FirstMaxMask(_WindowOp):
     """``m[window, out] = 1`` where ``x[terms]`` is the window's maximum ``y[out]`` (its second
@@ -109,6 +118,9 @@ class FirstMaxMask(_WindowOp):
 
     def vjp(self, node, g, wanted):
         return [None, None]
+
+    def jvp(self, node, tangents):
+        return None
 
 
 def window_op(cls, x: Node, terms: tuple, out: str, window: str, sizes: dict, name: str | None = None,
@@ -177,6 +189,9 @@ class Pad(Op):
         node.graph.set_origin(dx, node, 0)
         return [dx]
 
+    def jvp(self, node, tangents):
+        return pad(tangents[0], self.widths)  # the border is constant
+
     def fields(self, codec):
         return {"widths": [list(w) for w in self.widths], "value": self.value if math.isfinite(self.value)
                 else ("-inf" if self.value < 0 else "inf")}
@@ -241,6 +256,9 @@ class Reshape(Op):
 
     def vjp(self, node, g, wanted):
         return [reshape(g, node.inputs[0].shape)]
+
+    def jvp(self, node, tangents):
+        return reshape(tangents[0], node.shape)
 
     @classmethod
     def load(cls, graph, e, inputs, shape, name, codec):
