@@ -205,8 +205,8 @@ class SliceAdds:
     the loop letters (a convolution's col2im: K² adds for a K×K kernel), planned once.
 
     ``axes``: per output axis ``(const, coefficient of its free letter, the free letter's range
-    (-1: the whole axis), ((loop position, coefficient), ...))``; ``T`` holds the free letters
-    present (in axis order) then the loop letters at ``loops_in_t``; ``missing`` lists the free
+    (-1: the whole axis), ((loop position, coefficient), ...))``; ``T`` holds the loop letters at
+    ``loops_in_t``, then the free letters present (in axis order); ``missing`` lists the free
     letters ``T`` lacks (it is the same along them)."""
 
     def __init__(self, axes: tuple, loop_ranges: tuple, loops_in_t: tuple, missing: tuple):
@@ -226,7 +226,7 @@ class SliceAdds:
                 else:
                     last = start + a * (size - 1)
                     index.append(slice(start, last + 1, a) if a > 0 else slice(start, last - 1 if last else None, a))
-            self.pairs.append((tuple(index), t_free + tuple(values[p] for p in loops_in_t)))
+            self.pairs.append((tuple(index), tuple(values[p] for p in loops_in_t) + t_free))
 
     def __call__(self, out, T) -> None:
         import numpy as np

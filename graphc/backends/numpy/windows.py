@@ -121,7 +121,8 @@ def _scatter(node, L, views, scale) -> list[str]:
             lines.append(f"        {_contract(L, views, letters, sizes, target)}")
     else:
         free, loops, axes = _slice_plan(op.out, sizes, counts)
-        core = "".join(c for c in free + loops if c in present)
+        # the loop letters first: each slice-add then reads one contiguous block of T
+        core = "".join(c for c in loops + free if c in present)
         T = L.bufs.take(tuple(sizes[c] for c in core), "float")
         plan = L.hoisted.setdefault(("slice_adds", id(node)), f"c{len(L.consts)}")
         L.consts.append(f"    {plan} = rt.SliceAdds({axes!r}, {tuple(int(sizes[c]) for c in loops)!r}, "
