@@ -382,3 +382,22 @@ def test_a_conv_net_compiled_for_the_array_api_runs_on_torch_tensors():
     assert all(isinstance(v, torch.Tensor) for v in got)
     for a, b in zip(got, expected):
         np.testing.assert_allclose(a.numpy(), b, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("channels,filters,form", [(30, 50, "slice-adds"), (50, 10, "gather"), (64, 8, "gather")])
+def test_the_input_gradient_runs_as_the_cheaper_of_gather_and_slice_adds(channels, filters, form):
+    """The numpy lowering picks, from the shapes, the gather explain prints (its window: O·H·W·K²
+    per image) or slice-adds (a temporary of C·I·J·K² per image, added K² times); both are exact."""
+    g = gc.Graph("dx")
+    x, W = g.input("x", ("n", channels, 12, 12)), g.input("W", (filters, channels, 3, 3))
+    y = gc.conv2d(x, W, padding=1)
+    dy = g.input("dy", y.shape)
+    fn = gc.compile(gc.grad(y, [x], seed=dy))
+    assert ("rt.SliceAdds" in fn.source) == (form == "slice-adds")
+    rng = np.random.default_rng(12)
+    values = {"x": rng.standard_normal((3, channels, 12, 12)), "W": rng.standard_normal(W.shape),
+              "dy": rng.standard_normal((3,) + y.shape[1:])}
+    ref = torch.nn.grad.conv2d_input(values["x"].shape, torch.tensor(values["W"]), torch.tensor(values["dy"]),
+                                     padding=1).numpy()
+    (got,) = fn(values)
+    np.testing.assert_allclose(got, ref, rtol=1e-12, atol=1e-12)

@@ -7,10 +7,12 @@ Everything about the shapes is decided at compile time:
   the row axis, that of ``p`` the row stride itself), so a convolution and its kernel
   gradient are one opt_einsum contraction over window views, a GEMM after im2col's one copy;
 * **writes** through affine output terms (adjoints of reads: a convolution's input gradient,
-  pooling's backward pass) are a contraction into a temporary ``T`` followed by one
-  strided slice-add per assignment of the window letters (K² for a K×K kernel), planned in
-  ``build`` (``rt.SliceAdds``); where the windows tile the axis exactly (``2i+p`` with ``p``
-  over 2), the output is a reshaped view and the contraction writes straight into it.
+  pooling's backward pass) are, where the windows tile the axis exactly (``2i+p`` with ``p``
+  over 2), a contraction straight into a strided view of the output; else the cheaper of two
+  forms, judged from the shapes: the gather that explain prints (``Σ dY[n,o,u-p,v-q]·W``, the
+  bounds enforced by zero padding; its window is ``O·H·W·K²`` per image), or a contraction into
+  a temporary ``T`` (``C·I·J·K²`` per image) followed by one strided slice-add per window
+  position, planned in ``build`` (``rt.SliceAdds``).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from __future__ import annotations
 import math
 
 from graphc.compiler.codegen.program import Kernel, view
-from graphc.ops.affine import IndexSum
+from graphc.ops.affine import IndexSum, Term
 from graphc.ops.leaves import Constant
 from graphc.ops.registry import lowering
 from graphc.ops.windows import FirstMaxMask, Pad, Reshape, WindowMax
@@ -119,6 +121,8 @@ def _scatter(node, L, views, scale) -> list[str]:
             lines.append(f"        rt.multiply_by_position({a}, {b}, {target}, {n_inner})")
         else:
             lines.append(f"        {_contract(L, views, letters, sizes, target)}")
+    elif (gather := _gather(node, L, views)) is not None:
+        lines = gather
     else:
         free, loops, axes = _slice_plan(op.out, sizes, counts)
         # the loop letters first: each slice-add then reads one contiguous block of T
@@ -133,6 +137,81 @@ def _scatter(node, L, views, scale) -> list[str]:
         L.bufs.give_back(T)
     if scale != 1.0:
         lines.append(f"        xp.multiply({dest}, {L.hoist(repr(scale))}, out={dest})")
+    return lines
+
+
+def _elements(dims) -> int:
+    return math.prod(d if isinstance(d, int) else 1 for d in dims)  # a symbolic dim counts alike on both sides
+
+
+def _gather(node, L, views) -> list[str] | None:
+    """The scatter computed as the gather explain prints (``dX[n,c,u,v] = Σ dY[n,o,u-p,v-q]·W``),
+    when every solved index has coefficient ±1, each is bounded by an operand that it indexes
+    whole (padded with zeros there, which enforces ``0 ≤ u-p < I``), and the gather's largest
+    window is smaller than twice the slice-adds' temporary (they also add it K² times).  Else None."""
+    op, sizes = node.op, node.op.sizes
+    solved = op.solved(node)
+    if solved is None or any(abs(den) != 1 for _, _, den in solved[1].values()):
+        return None
+    letters, subst, _ = solved
+    plain_whole = {t.plain for o, ts in zip(node.inputs, op.terms) for t, d in zip(ts, o.shape)
+                   if t.plain is not None and sizes[t.plain] == d}
+    if not set(subst) <= plain_whole:
+        return None
+    new_sizes = {c: d for c, d in sizes.items() if c not in subst}
+    new_sizes.update(zip(letters, node.shape))
+    operands = []
+    for o, ts in zip(node.inputs, op.terms):
+        if isinstance(o.op, Constant):
+            continue
+        terms, widths = [], []
+        for t, d in zip(ts, o.shape):
+            coeffs, const = {}, t.const
+            for c, a in t.coeffs:
+                if c in subst:
+                    num, k, den = subst[c]
+                    for l, b in num:
+                        coeffs[l] = coeffs.get(l, 0) + a * b * den  # den is ±1: 1/den = den
+                    const += a * k * den
+                else:
+                    coeffs[c] = coeffs.get(c, 0) + a
+            term = Term(tuple((c, a) for c, a in coeffs.items() if a), const)
+            if any(not isinstance(new_sizes[c], int) for c in term.letters) or not isinstance(d, int):
+                if term.plain is None:
+                    return None
+                widths.append((0, 0))
+            else:
+                lo, hi = term.bounds(new_sizes)
+                widths.append((max(0, -lo), max(0, hi - (d - 1))))
+                term = Term(term.coeffs, term.const + widths[-1][0])
+            terms.append(term)
+        operands.append((o, tuple(terms), tuple(widths)))
+    windows = [_elements(new_sizes[c] for c in dict.fromkeys(c for t in ts for c in t.letters))
+               for _, ts, _ in operands]
+    counts = {}
+    for t in op.out:
+        for c in t.letters:
+            counts[c] = counts.get(c, 0) + 1
+    free, loops, _ = _slice_plan(op.out, sizes, counts)
+    present = set("".join(v[0] for v in views))
+    if max(windows) >= 2 * _elements(sizes[c] for c in loops + free if c in present):
+        return None
+    lines, scratch, gathered = [], [], []
+    for o, terms, widths in operands:
+        var = L.var[id(o)]
+        if any(lo or hi for lo, hi in widths):
+            padded = tuple(d + lo + hi if isinstance(d, int) else d for d, (lo, hi) in zip(o.shape, widths))
+            buf = L.bufs.take(padded, "float")
+            scratch.append(buf)
+            inner = tuple((lo, lo + d if isinstance(d, int) else None) for d, (lo, _) in zip(o.shape, widths))
+            lines.append(f"        rt.pad_into({buf}, {var}, {inner!r}, 0.0)")
+            var, shape = buf, padded
+        else:
+            shape = o.shape
+        gathered.append(window_code(L, var, shape, terms, new_sizes))
+    lines.append(f"        {_contract(L, gathered, letters, new_sizes, L.var[id(node)])}")
+    for buf in scratch:
+        L.bufs.give_back(buf)
     return lines
 
 
