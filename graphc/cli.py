@@ -188,7 +188,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="graphc", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     _train_parser(sub)
-    ex = sub.add_parser("explain-mnist", help="print the derived gradients of the two-layer net")
+    ex = sub.add_parser("explain-mnist", help="print the derived gradients of the two-layer net (or SimpleConvNet)")
+    ex.add_argument("--model", choices=["mlp", "convnet"], default="mlp", help="which net (as train-mnist --model)")
     ex.add_argument("--steps", action="store_true", help="show the Kronecker-delta derivation of each contraction")
     ex.add_argument("--latex", action="store_true", help="LaTeX instead of text")
     ex.add_argument("--source", action="store_true", help="also print the generated training-step source")
@@ -215,13 +216,13 @@ def main(argv: list[str] | None = None) -> int:
             print(result.summary())
         elif args.command == "explain-mnist":
             import graphc as gc
-            from graphc.models import two_layer_net
+            from graphc.models import simple_conv_net, two_layer_net
 
-            net = two_layer_net()
+            net = simple_conv_net() if args.model == "convnet" else two_layer_net()
             grads = gc.grad(net.loss, list(net.params.values()))
             print(gc.explain(grads, forward=True, steps=args.steps, latex=args.latex))
             if args.source:
-                print(gc.compile([net.loss, *grads], name="two_layer_net").source)
+                print(gc.compile([net.loss, *grads], name=net.graph.name).source)
         elif args.command == "explain":
             _explain_file(args)
         elif args.command == "draw":

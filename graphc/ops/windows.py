@@ -21,7 +21,7 @@ import math
 from graphc.errors import GraphError, ShapeError
 from graphc.ops.affine import Term, _idx, affine_sum, check_access, infer_ranges
 from graphc.ops.contraction import broadcast_to
-from graphc.ops.indices import check_shape, format_shape
+from graphc.ops.indices import LETTERS, check_shape, format_shape
 from graphc.ops.node import Node, Op, letters_of
 from graphc.ops.registry import saved_as
 from graphc.ops.symbolic import indexed, sympy_module
@@ -252,7 +252,22 @@ class Reshape(Op):
     file_arity = 1
 
     def expression(self, node, name_of):
-        return sympy_module().Function("reshape")(indexed(name_of(node.inputs[0]), letters_of(node.inputs[0])))
+        """A flatten as ``x[n,c,i,j]`` with ``k = 144c+12i+j`` (:meth:`conditions`), an unflatten as
+        the affine read ``x[n,144c+12i+j]``; any other reshape as ``reshape(x[...])``."""
+        x = node.inputs[0]
+        plan = _row_major(node)
+        if plan is None:
+            return sympy_module().Function("reshape")(indexed(name_of(x), letters_of(x)))
+        _, reads, _ = plan
+        return sympy_module().IndexedBase(name_of(x))[tuple(_idx(r) for r in reads)]
+
+    def index_letters(self, node):
+        plan = _row_major(node)
+        return plan[0] if plan else super().index_letters(node)
+
+    def conditions(self, node):
+        plan = _row_major(node)
+        return plan[2] if plan and plan[2] else None
 
     def vjp(self, node, g, wanted):
         return [reshape(g, node.inputs[0].shape)]
@@ -263,6 +278,68 @@ class Reshape(Op):
     @classmethod
     def load(cls, graph, e, inputs, shape, name, codec):
         return reshape(inputs[0], shape, name=name)
+
+
+def _row_major(node):
+    """``(output letters, the input's index terms, where)`` when the reshape merges runs of
+    consecutive axes (a flatten: merged letters defined in ``where``) or splits axes (an
+    unflatten: affine reads); None otherwise."""
+    x = node.inputs[0]
+    a, b = list(x.shape), list(node.shape)
+    groups, i, j = [], 0, 0
+    while i < len(a) and j < len(b):
+        if a[i] == b[j]:
+            groups.append(([i], [j]))
+            i, j = i + 1, j + 1
+            continue
+        ia, jb = [i], [j]
+        pa, pb = a[i], b[j]
+        if not isinstance(pa, int) or not isinstance(pb, int):
+            return None
+        while pa != pb:
+            if pa < pb and i + len(ia) < len(a) and isinstance(a[i + len(ia)], int):
+                pa *= a[i + len(ia)]
+                ia.append(i + len(ia))
+            elif pb < pa and j + len(jb) < len(b) and isinstance(b[j + len(jb)], int):
+                pb *= b[j + len(jb)]
+                jb.append(j + len(jb))
+            else:
+                return None
+        if len(ia) > 1 and len(jb) > 1:
+            return None
+        groups.append((ia, jb))
+        i, j = i + len(ia), j + len(jb)
+    if i != len(a) or j != len(b):
+        return None
+    x_letters = letters_of(x)
+    used = set(x_letters)
+    out, reads, where = "", [""] * len(a), []
+    for ia, jb in groups:
+        if len(ia) == len(jb) == 1:
+            out += x_letters[ia[0]]
+            reads[ia[0]] = x_letters[ia[0]]
+        elif len(jb) == 1:  # merged: k = Σ stride·letter
+            k = next(c for c in "klmrstuvw" + LETTERS if c not in used)
+            used.add(k)
+            out += k
+            for m in ia:
+                reads[m] = x_letters[m]
+            where.append(f"{k} = {_strided([x_letters[m] for m in ia], [a[m] for m in ia])}")
+        else:  # split: the input read at Σ stride·letter
+            fresh = []
+            for _ in jb:
+                k = next(c for c in "klmrstuvw" + LETTERS if c not in used)
+                used.add(k)
+                fresh.append(k)
+            out += "".join(fresh)
+            reads[ia[0]] = _strided(fresh, [b[m] for m in jb])
+    return out, reads, ", ".join(where)
+
+
+def _strided(letters: list, dims: list) -> str:
+    """``144c+12i+j``: the row-major position of ``letters`` over ``dims``."""
+    coeffs = [(c, math.prod(dims[m + 1:])) for m, c in enumerate(letters)]
+    return str(Term(tuple(coeffs), 0))
 
 
 def _size(shape) -> tuple:
