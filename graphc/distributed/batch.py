@@ -49,7 +49,7 @@ def _batched(node: Node, inputs: Mapping, params: Mapping, what: str) -> tuple[s
             if len(array.chunks[axis]) > 1:
                 dim = leaf.shape[axis]
                 raise BindingError(
-                    f"{what}: input {name!r} is chunked along axis {axis} ({dim!r}, chunks {array.chunks[axis]}); "
+                    f"{what}: input {name!r} is chunked along axis {axis} (declared {dim!r}, chunks {array.chunks[axis]}); "
                     f"graphc splits the work along the batch index {leaf.shape[0]!r} only, so each chunk must hold "
                     f"whole rows. Rechunk it: {name} = {name}.rechunk({{{axis}: -1}})")
         batch_dims[name], chunks[name] = leaf.shape[0], array.chunks[0]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 
@@ -38,9 +39,19 @@ def connect(scheduler: str | None = None, *, workers: int | None = None, threads
     if not isinstance(scheduler, str) or not scheduler:
         raise GraphcError(f"connect: scheduler must be an address such as 'tcp://127.0.0.1:8786', got {scheduler!r}")
     try:
+        # Knock first: a Client that cannot connect leaves its IO-loop thread running (and dask's
+        # scheduler setting changed), so it is made only once something answers at the address.
+        asyncio.run(_knock(scheduler, timeout))
         return Client(scheduler, timeout=timeout)
-    except (OSError, TimeoutError) as exc:
+    except (OSError, TimeoutError, ValueError) as exc:
         raise GraphcError(
             f"no dask scheduler answered at {scheduler} within {timeout:g} s ({type(exc).__name__}: {exc}). "
             f"Start one with `dask scheduler` and workers with `dask worker {scheduler}`, check the host and "
             f"port, or leave the address out to run on a local cluster") from None
+
+
+async def _knock(address: str, timeout: float) -> None:
+    from distributed.comm import connect as comm_connect
+
+    comm = await comm_connect(address, timeout=timeout)
+    await comm.close()
