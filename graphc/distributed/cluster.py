@@ -35,7 +35,7 @@ def connect(scheduler: str | None = None, *, workers: int | None = None, threads
         if isinstance(count, bool) or not isinstance(count, int) or count < 1:
             raise GraphcError(f"connect: workers must be a positive integer, got {workers!r}")
         return Client(n_workers=count, threads_per_worker=threads_per_worker, processes=processes,
-                      dashboard_address=None, silence_logs=logging.ERROR)
+                      dashboard_address=":0", silence_logs=logging.ERROR)
     if not isinstance(scheduler, str) or not scheduler:
         raise GraphcError(f"connect: scheduler must be an address such as 'tcp://127.0.0.1:8786', got {scheduler!r}")
     try:

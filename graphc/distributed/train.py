@@ -70,7 +70,7 @@ class DataParallelTrainer:
         if missing or not self.names:
             raise BindingError(f"DataParallelTrainer: {self.directory} holds {list(manifest['arrays'])}, but the "
                                f"graph's inputs {missing or list(graph.leaves)} must all be there")
-        ranks = len(client.scheduler_info()["workers"]) if ranks is None else ranks
+        ranks = len(client.ncores()) if ranks is None else ranks
         sizes = manifest["rows"]
         if isinstance(ranks, bool) or not isinstance(ranks, int) or not 1 <= ranks <= len(sizes):
             raise GraphcError(f"DataParallelTrainer: ranks must lie in 1..{len(sizes)} (the chunk files, one shard "
@@ -133,7 +133,10 @@ class DataParallelTrainer:
         weight = self.batch_size / (self.batch_size * self.ranks) if self.reduce == "mean" else 1.0
         # One copy of the params on each worker, sent from the client's synchronized copy.
         sent = client.scatter([{n: np.array(v) for n, v in self.params.items()}], broadcast=True, hash=False)[0]
-        workers = sorted(client.scheduler_info()["workers"])
+        workers = sorted(client.ncores())  # asked of the scheduler now: a restarted worker has a new address
+        if not workers:
+            client.wait_for_workers(1, timeout=self.timeout)
+            workers = sorted(client.ncores())
         futures = [client.submit(rank_grads, self.spec, self.directory, chunks, self.names, r, step, self.seed,
                                  self.batch_size, weight, sent, workers=[workers[r % len(workers)]],
                                  allow_other_workers=True, pure=False,
