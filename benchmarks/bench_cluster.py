@@ -170,10 +170,12 @@ def main() -> None:
                             [[r["hidden"], r["batch_per_worker"], f"{median(r['t1_s']) * 1e3:.1f}",
                               f"{median(r['t2_s']) * 1e3:.1f}", f"{median(r['speedup']):.2f}",
                               f"[{min(r['speedup']):.2f}, {max(r['speedup']):.2f}]"] for r in rows]))
-            for hidden in widths:
-                gains = [r["batch_per_worker"] for r in rows if r["hidden"] == hidden and median(r["speedup"]) > 1]
-                print(f"  crossover, hidden {hidden}: two workers gain from batch/worker "
-                      f"{min(gains) if gains else 'never (in this grid)'}")
+            for hidden in widths:  # where two workers first pay, and first reach the 1.6x (80%) target
+                mine = [r for r in rows if r["hidden"] == hidden]
+                gain = [r["batch_per_worker"] for r in mine if median(r["speedup"]) > 1]
+                target = [r["batch_per_worker"] for r in mine if median(r["speedup"]) >= 1.6]
+                print(f"  hidden {hidden}: median speedup > 1 from batch/worker {min(gain) if gain else 'never'}; "
+                      f">= 1.6 from {min(target) if target else 'never (in this grid)'}")
             if os.environ.get("GRAPHC_DATA"):
                 ev = evaluation(clients[2], rounds, tmp)
                 record["evaluation"] = ev
