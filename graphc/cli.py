@@ -1,5 +1,5 @@
-"""``graphc`` on the command line: ``graphc train-mnist``, ``graphc explain-mnist``, ``graphc explain
-FILE.json`` and ``graphc draw FILE.json -o OUT.svg``."""
+"""``graphc`` on the command line: ``graphc train-mnist``, ``graphc sweep`` (a grid of train-mnist runs on a
+dask cluster), ``graphc explain-mnist``, ``graphc explain FILE.json`` and ``graphc draw FILE.json -o OUT.svg``."""
 
 from __future__ import annotations
 
@@ -95,6 +95,59 @@ def _train_parser(sub) -> None:
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.npz if it exists")
 
 
+def _sweep_parser(sub) -> None:
+    from graphc.train import TrainConfig
+
+    d = TrainConfig()
+    p = sub.add_parser("sweep", help="a grid of train-mnist runs as tasks on a dask cluster (needs graphc[dask])",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                       description="Run every combination of the listed learning rates, widths, optimizers and seeds "
+                                   "as one train-mnist task each, on a local dask cluster or on --scheduler ADDRESS; "
+                                   "print a table of the results and plot every run's curves in OUT/sweep.png.")
+    p.add_argument("--lr", type=_positive_float, nargs="+", default=[d.lr], help="learning rates")
+    p.add_argument("--hidden", type=_positive_int, nargs="+", default=[d.hidden], help="hidden widths")
+    p.add_argument("--optimizer", choices=["sgd", "momentum", "adam"], nargs="+", default=[d.optimizer])
+    p.add_argument("--seed", type=int, nargs="+", default=[d.seed], help="seeds")
+    p.add_argument("--iters", type=_positive_int, default=d.iters, help="training iterations of each run")
+    p.add_argument("--batch-size", type=_positive_int, default=d.batch_size)
+    p.add_argument("--dtype", choices=["float32", "float64"], default=d.dtype)
+    p.add_argument("--images", choices=["uint8", "float"], default=d.images)
+    p.add_argument("--train-size", type=_positive_int, default=None, help="train on the first N images only")
+    p.add_argument("--test-size", type=_positive_int, default=None, help="test on the first N images only")
+    p.add_argument("--data", default=None, help="MNIST directory as the workers see it (default: their "
+                                                "$GRAPHC_DATA, else their user cache); nothing is downloaded")
+    p.add_argument("--scheduler", metavar="ADDRESS", default=None,
+                   help="a running dask scheduler (tcp://host:8786); default: start a local cluster")
+    p.add_argument("--workers", type=_positive_int, default=None,
+                   help="workers of the local cluster (default: one per core); ignored with --scheduler")
+    p.add_argument("--timeout", type=_positive_float, default=10.0, help="seconds to wait for the scheduler")
+    p.add_argument("--out", default="runs/sweep", help="directory for sweep.json and sweep.png")
+    p.add_argument("--no-plot", action="store_true", help="skip the PNG plot")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _sweep(args) -> None:
+    from graphc.train import TrainConfig
+
+    try:
+        from graphc.distributed import connect, sweep
+    except ImportError as exc:
+        raise GraphcError(str(exc)) from None
+    base = TrainConfig(iters=args.iters, batch_size=args.batch_size, dtype=args.dtype, images=args.images,
+                       data=args.data)
+    configs = sweep.grid(base, lr=args.lr, hidden=args.hidden, optimizer=args.optimizer, seed=args.seed)
+    client = connect(args.scheduler, workers=args.workers, timeout=args.timeout)
+    try:
+        where = args.scheduler or f"a local cluster of {len(client.scheduler_info()['workers'])} workers"
+        print(f"graphc sweep: {len(configs)} runs on {where}", file=sys.stderr)
+        results = sweep.run_sweep(client, configs, args.train_size, args.test_size, progress=not args.no_progress)
+    finally:
+        client.close()
+    print(sweep.table(results))
+    sweep.write(results, args.out, plot_curves=not args.no_plot, log=lambda line: print(f"graphc: {line}",
+                                                                                          file=sys.stderr))
+
+
 def _explain_parser(sub) -> None:
     p = sub.add_parser("explain", help="print the derivation of a graph saved with graphc.save_graph",
                        description="Print the derivation of a saved graph: its saved gradients with their forward "
@@ -188,6 +241,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="graphc", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     _train_parser(sub)
+    _sweep_parser(sub)
     ex = sub.add_parser("explain-mnist", help="print the derived gradients of the two-layer net (or SimpleConvNet)")
     ex.add_argument("--model", choices=["mlp", "convnet"], default="mlp", help="which net (as train-mnist --model)")
     ex.add_argument("--steps", action="store_true", help="show the Kronecker-delta derivation of each contraction")
@@ -214,6 +268,8 @@ def main(argv: list[str] | None = None) -> int:
             )
             result = train_mnist(config)
             print(result.summary())
+        elif args.command == "sweep":
+            _sweep(args)
         elif args.command == "explain-mnist":
             import graphc as gc
             from graphc.models import simple_conv_net, two_layer_net
