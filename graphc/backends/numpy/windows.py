@@ -83,7 +83,10 @@ def _index_sum(node, L):
             L.claim(node, L.owner.get(id(node.inputs[0])))
             letters, code = views[0]
             return [f"        {v} = xp.permute_dims({code}, {tuple(letters.index(c) for c in out)})"]
-        if not node.shape:
+        batched = _batched_matmul(node, L, views, out) if node.shape else None
+        if batched is not None:
+            lines, v = batched, L.var[id(node)]
+        elif not node.shape:
             v = L.fresh_var(node)
             lines = [f"        {v} = {_contract(L, views, out, sizes, None)}"]
         else:
@@ -95,6 +98,71 @@ def _index_sum(node, L):
                          else f"        {v} = xp.multiply({v}, {L.hoist(repr(scale))})")
         return lines
     return _scatter(node, L, views, scale)
+
+
+def _batched_matmul(node, L, views, out: str) -> list[str] | None:
+    """A convolution and its kernel gradient as one batched matmul per call over an im2col
+    buffer laid out per image as (window letters, positions), so that neither the result nor
+    the other operand is transposed:
+
+    * forward, ``y[n,o,i,j] = Σ W[o,c,p,q]·x[n,c,i+p,j+q]``: ``y[n] = W(o, cpq)·col[n](cpq, ij)``;
+    * kernel gradient, ``dW[o,c,p,q] = Σ dY[n,o,i,j]·x[n,c,i+p,j+q]``: ``Σ_n dY[n](o, ij)·col[n]ᵀ``.
+
+    None for any other shape of sum (opt_einsum's path then does it)."""
+    op, sizes = node.op, node.op.sizes
+    if len(views) != 2 or any(isinstance(o.op, Constant) for o in node.inputs):
+        return None
+    (xl, xcode), (yl, ycode) = views
+    if all(t.plain for t in op.terms[0]):  # the windowed operand first
+        (xl, xcode), (yl, ycode) = (yl, ycode), (xl, xcode)
+        xterms, yterms = op.terms[1], op.terms[0]
+    else:
+        xterms, yterms = op.terms
+    if any(t.plain is None for t in yterms) or ycode != views[0][1] and ycode != views[1][1] \
+            or len(set(yl)) != len(yl) or len(set(xl)) != len(xl) or all(t.plain for t in xterms):
+        return None
+    b = xl[0]
+    if not (isinstance(sizes[b], (int, str)) and all(isinstance(sizes[c], int) for c in xl[1:] + yl.replace(b, ""))):
+        return None
+    shared = [c for c in yl if c in xl]
+    if b == out[0] and b not in yl:  # the forward
+        free = [c for c in yl if c not in xl]
+        pos = [c for c in out if c in xl and c != b]
+        if out != b + "".join(free) + "".join(pos) or yl != "".join(free) + "".join(shared) \
+                or set(xl) != {b, *shared, *pos} or set(shared) & set(out):
+            return None
+        col_letters = b + "".join(shared) + "".join(pos)
+        kind = "forward"
+    elif b in yl and b not in out:  # the kernel's gradient
+        free = [c for c in yl if c not in xl]
+        pos = [c for c in yl if c in xl and c != b]
+        kout = [c for c in out if c in xl]
+        if yl != b + "".join(free) + "".join(pos) or out != "".join(free) + "".join(kout) \
+                or set(xl) != {b, *kout, *pos}:
+            return None
+        col_letters = b + "".join(kout) + "".join(pos)
+        kind = "kernel"
+    else:
+        return None
+    n, dims = L.dim_code(sizes[b]), {c: sizes[c] for c in col_letters}
+    F = math.prod(sizes[c] for c in free)
+    P = math.prod(sizes[c] for c in pos)
+    Kf = math.prod(sizes[c] for c in col_letters[1:] if c not in pos)
+    col = L.bufs.take(tuple(dims[c] for c in col_letters), "float")
+    perm = tuple(xl.index(c) for c in col_letters)
+    lines = [f"        xp.copyto({col}, xp.permute_dims({xcode}, {perm}))  # im2col"]
+    dest = L.output_buffer(node)
+    if kind == "forward":
+        lines.append(f"        xp.matmul(xp.reshape({ycode}, ({F}, {Kf})), xp.reshape({col}, ({n}, {Kf}, {P})), "
+                     f"out=xp.reshape({dest}, ({n}, {F}, {P})))")
+    else:
+        scratch = L.bufs.take((sizes[b], F, Kf), "float")
+        lines.append(f"        xp.matmul(xp.reshape({ycode}, ({n}, {F}, {P})), "
+                     f"xp.permute_dims(xp.reshape({col}, ({n}, {Kf}, {P})), (0, 2, 1)), out={scratch})")
+        lines.append(f"        xp.add.reduce({scratch}, axis=0, out=xp.reshape({dest}, ({F}, {Kf})))")
+        L.bufs.give_back(scratch)
+    L.bufs.give_back(col)
+    return lines
 
 
 def _scatter(node, L, views, scale) -> list[str]:
