@@ -55,6 +55,18 @@ def test_the_convnet_step_computes_no_gradient_for_the_images():
     assert len(scatters) == 1 and scatters[0].shape == ("n", 30, 24, 24)
 
 
+def test_relus_adjoint_runs_on_the_pooled_gradient():
+    """dC1 = scatter(dP1·mask)·[C1 > 0] is computed as scatter(dP1·[P1 > 0]·mask): a quarter of
+    the entries, and C1 is not read by the backward pass (the full step above checks the values)."""
+    from graphc.optim import Adam, TrainStep
+
+    net = simple_conv_net(integer_labels=True)
+    step = TrainStep(net.loss, init_simple_conv_params(np.random.default_rng(0)), Adam(lr=0.001))
+    text = step.fn.explain(compiled=True)
+    assert "dP1_relu[n,c,i,j] = dP1[n,c,i,j]·[P1[n,c,i,j] > 0]" in text
+    assert "C1[n,o,i,j] > 0" not in text
+
+
 def test_cli_trains_the_convnet_with_the_books_settings(monkeypatch):
     import graphc.train
     from graphc.cli import main

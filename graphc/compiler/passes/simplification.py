@@ -296,10 +296,60 @@ def stabilize_chains(outputs: Sequence[Node], depth: int = 6) -> list[Node]:
     return rewrite(outputs, visit)
 
 
+def _is_relu_mask(node: Node, g: Node, x: Node) -> bool:
+    """Whether ``node`` is ``g·[x > 0]`` (ReLU's adjoint) of its two operands ``g`` and ``x``, at
+    the same indices."""
+    op = node.op
+    if not isinstance(op, Elementwise) or len(node.inputs) != 2 or node.inputs[0] is not g \
+            or node.inputs[1] is not x or op.in_indices[0] != op.in_indices[1] != op.out_indices:
+        return False
+    sp = _sympy()
+    s0, s1 = op.fn.symbols
+    return op.fn.expr == sp.Piecewise((s0, s1 > 0), (0, True))
+
+
+def relu_mask_before_max_pool(outputs: Sequence[Node]) -> list[Node]:
+    """``scatter(dP·mask)·[C > 0]`` → ``scatter(dP·[P > 0]·mask)`` for max pooling after a ReLU,
+    ``P = max_window relu(C)``: the mask picks in each window an entry equal to P, which is
+    positive exactly where C is there, so ReLU's adjoint applies to the pooled gradient, a
+    window's size times fewer entries, and C is no longer read."""
+    from graphc.ops.affine import IndexSum, affine_sum
+    from graphc.ops.elementwise import RELU
+    from graphc.ops.windows import FirstMaxMask
+
+    order = toposort(outputs)
+    uses = use_counts(order, outputs)
+    out_ids = {id(o) for o in outputs}
+
+    def visit(node, inputs):
+        if isinstance(node.op, Elementwise) and len(node.inputs) == 2:
+            scatter, pre = node.inputs
+            if isinstance(scatter.op, IndexSum) and len(scatter.inputs) == 2 and uses[id(scatter)] == 1 \
+                    and id(scatter) not in out_ids and _is_relu_mask(node, scatter, pre):
+                g, mask = scatter.inputs
+                relu_out = mask.inputs[0] if isinstance(mask.op, FirstMaxMask) else None
+                g_terms = scatter.op.terms[0]
+                if relu_out is not None and isinstance(relu_out.op, Elementwise) and relu_out.op.fn is RELU \
+                        and relu_out.inputs[0] is pre and all(t.plain for t in g_terms):
+                    peak = mask.inputs[1]
+                    idx = "".join(t.plain for t in g_terms)
+                    g_new = inputs[0].inputs[0] if inputs[0] is not scatter else g
+                    masked = make(node.op.fn, [g_new, peak], [idx, idx], idx, g.shape, name=f"{g.name}_relu")
+                    new = affine_sum(scatter.op.terms, [masked, mask], scatter.op.out, scatter.shape,
+                                     scatter.op.sizes, label=scatter.op.kind_name)
+                    new.copy_display(node)
+                    return new
+        return _clone(node, inputs)
+
+    return rewrite(outputs, visit)
+
+
 def simplify(outputs: Sequence[Node], fuse: bool = True) -> list[Node]:
-    """CSE, then (with ``fuse``) contraction merging, scalar folding and elementwise fusion, then CSE again."""
+    """CSE, then (with ``fuse``) contraction merging, scalar folding, ReLU's adjoint moved before
+    max pooling's, elementwise fusion, then CSE again."""
     outputs = cse(outputs)
     if fuse:
+        outputs = relu_mask_before_max_pool(outputs)
         outputs = fuse_contractions(outputs)
         outputs = fold_scalar_factors(outputs)
         outputs = stabilize_chains(outputs)
