@@ -263,18 +263,23 @@ def first_max_mask(windows, peak, out, free) -> None:
     """``out[position, ...]`` = 1 where the window reaches its maximum ``peak`` for the first
     time in row-major window order (torch's rule for max pooling's gradient, ties included),
     else 0.  ``windows``: the output axes then the window axes; ``out``: the window axes
-    first; ``free``: scratch of ``peak``'s shape, 1 while no earlier position held the maximum."""
+    first; ``free``: boolean scratch of ``peak``'s shape, true while no earlier position held
+    the maximum.  The comparisons run on booleans, a quarter of a float's memory traffic."""
     import numpy as np
 
     n_window = out.ndim - peak.ndim
-    for k, pos in enumerate(np.ndindex(*out.shape[:n_window])):
-        hit = out[pos]
+    positions = list(np.ndindex(*out.shape[:n_window]))
+    hit = np.empty(peak.shape, dtype=bool)
+    for k, pos in enumerate(positions):
         np.equal(windows[(Ellipsis, *pos)], peak, out=hit)
         if k:
-            np.multiply(hit, free, out=hit)
-            np.subtract(free, hit, out=free)
-        else:
-            np.subtract(1, hit, out=free)
+            np.logical_and(hit, free, out=hit)
+        if k < len(positions) - 1:
+            if k:
+                np.logical_xor(free, hit, out=free)  # hit implies free: this clears the hits
+            else:
+                np.logical_not(hit, out=free)
+        np.copyto(out[pos], hit)
 
 
 def pad_into(out, a, inner: tuple, value: float) -> None:

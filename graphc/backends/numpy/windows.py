@@ -148,9 +148,18 @@ def _batched_matmul(node, L, views, out: str) -> list[str] | None:
     F = math.prod(sizes[c] for c in free)
     P = math.prod(sizes[c] for c in pos)
     Kf = math.prod(sizes[c] for c in col_letters[1:] if c not in pos)
-    col = L.bufs.take(tuple(dims[c] for c in col_letters), "float")
+    # The forward and the kernel's gradient read the same windows in the same layout: one
+    # buffer of its own (never pooled) holds them from the first to the second.  The operand
+    # is the same node in both, alive (so unchanged) until the later one.
+    image = node.inputs[0] if not all(t.plain for t in op.terms[0]) else node.inputs[1]
+    key = ("im2col", id(image), tuple(map(str, xterms)), tuple(sizes[c] for c in col_letters))
     perm = tuple(xl.index(c) for c in col_letters)
-    lines = [f"        xp.copyto({col}, xp.permute_dims({xcode}, {perm}))  # im2col"]
+    lines = []
+    col = L.hoisted.get(key)
+    if col is None:
+        col = L.hoisted[key] = f"c{len(L.consts)}"
+        L.consts.append(f"    {col} = xp.empty({L.shape_code(tuple(dims[c] for c in col_letters))}, dtype=dtype)")
+        lines.append(f"        xp.copyto({col}, xp.permute_dims({xcode}, {perm}))  # im2col")
     dest = L.output_buffer(node)
     if kind == "forward":
         lines.append(f"        xp.matmul(xp.reshape({ycode}, ({F}, {Kf})), xp.reshape({col}, ({n}, {Kf}, {P})), "
@@ -161,7 +170,6 @@ def _batched_matmul(node, L, views, out: str) -> list[str] | None:
                      f"xp.permute_dims(xp.reshape({col}, ({n}, {Kf}, {P})), (0, 2, 1)), out={scratch})")
         lines.append(f"        xp.add.reduce({scratch}, axis=0, out=xp.reshape({dest}, ({F}, {Kf})))")
         L.bufs.give_back(scratch)
-    L.bufs.give_back(col)
     return lines
 
 
@@ -350,7 +358,7 @@ def _first_max_mask(node, L):
     letters, code = window_code(L, L.var[id(x)], x.shape, op.terms, op.sizes)
     perm = tuple(letters.index(c) for c in op.out + op.window)
     dest = L.output_buffer(node)
-    free = L.bufs.take(peak.shape, "float")
+    free = L.bufs.take(peak.shape, "bool")
     L.bufs.give_back(free)  # scratch within the statement
     return [f"        rt.first_max_mask(xp.permute_dims({code}, {perm}), {L.var[id(peak)]}, {dest}, {free})"]
 
