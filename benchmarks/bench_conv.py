@@ -61,7 +61,9 @@ NAMES = ("graphc", "torch-eager", "book-layers", "numpy-hand")
 PARAM_NAMES = ("W1", "b1", "W2", "b2", "W3", "b3")
 MUST_AGREE = ("graphc", "torch-eager", "numpy-hand")
 MARK = "@@bench_conv@@"
-EVAL_CHUNK = 2_000
+# rows per evaluation call, for every implementation: what `graphc train-mnist --model convnet`
+# uses (TrainConfig.eval_chunk // 8), where 30 feature maps of a chunk stay small
+EVAL_CHUNK = 250
 
 
 # --------------------------------------------------------------------------- implementations
