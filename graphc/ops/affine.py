@@ -440,8 +440,7 @@ def infer_ranges(op_name: str, terms, operands, out, shape, given: Mapping) -> d
                     continue
                 c, a = unknown[0]
                 known = Term(tuple((l, b) for l, b in t.coeffs if l != c), t.const)
-                _, hi = known.bounds(ranges) if known.coeffs else (t.const, t.const)
-                lo, _ = known.bounds(ranges) if known.coeffs else (t.const, t.const)
+                lo, hi = known.bounds(ranges)
                 if lo < 0 or hi > d - 1:
                     raise ShapeError(f"{op_name}: {who} of shape {format_shape(dims)} is indexed by {t}, which "
                                      f"reaches {hi} for {c}=0: the window is larger than the axis ({d})")
