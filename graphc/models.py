@@ -12,8 +12,8 @@ from graphc.ops import Graph, Node, conv2d, einsum, flatten, max_pool2d, relu, s
 
 
 @dataclass
-class TwoLayerNet:
-    """The nodes of the seed's TwoLayerNet, declared once as a static graph."""
+class Net:
+    """The nodes of a ready-made net, declared once as a static graph."""
 
     graph: Graph
     x: Node
@@ -21,6 +21,14 @@ class TwoLayerNet:
     params: dict  # name -> param node
     logits: Node
     loss: Node
+
+
+class TwoLayerNet(Net):
+    """The nodes of the seed's TwoLayerNet."""
+
+
+class SimpleConvNet(Net):
+    """The nodes of the book's SimpleConvNet (the seed's next chapter)."""
 
 
 def two_layer_net(input_size: int = 784, hidden_size: int = 50, output_size: int = 10,
@@ -58,18 +66,6 @@ def init_two_layer_params(rng: np.random.Generator, input_size: int = 784, hidde
         "W2": (weight_init_std * rng.standard_normal((hidden_size, output_size))).astype(dtype),
         "b2": np.zeros(output_size, dtype=dtype),
     }
-
-
-@dataclass
-class SimpleConvNet:
-    """The nodes of the book's SimpleConvNet (the seed's next chapter), declared once."""
-
-    graph: Graph
-    x: Node
-    t: Node
-    params: dict  # name -> param node
-    logits: Node
-    loss: Node
 
 
 def simple_conv_net(input_dim: tuple = (1, 28, 28), filters: int = 30, kernel: int = 5, hidden_size: int = 100,
