@@ -19,12 +19,14 @@ the only skip.
 from __future__ import annotations
 
 import functools
+import sys
 
 import numpy as np
 import pytest
 import sympy
 
 import graphc as gc
+from graphc.backends import asarrays
 from graphc.backends.libraries import library_of, to_numpy
 from graphc.models import two_layer_net
 
@@ -74,20 +76,6 @@ BACKENDS = {
     "dask": ("dask", _dask, False),
     "cupy": ("cupy", _cupy, False),
 }
-
-
-@pytest.fixture(scope="module")
-def x64():
-    """JAX computes in float64 only in its 64-bit mode: on for this module, restored after."""
-    try:
-        import jax
-    except ImportError:
-        yield
-        return
-    before = jax.config.jax_enable_x64
-    jax.config.update("jax_enable_x64", True)
-    yield
-    jax.config.update("jax_enable_x64", before)
 
 
 def run_on(backend: str, fn, feed: dict):
@@ -297,3 +285,94 @@ def test_op_family(backend, family, x64):
         assert a.shape == b.shape, f"result {k}: shape {a.shape}, expected {b.shape}"
         assert a.dtype == b.dtype, f"result {k}: dtype {a.dtype}, expected {b.dtype}"
         np.testing.assert_allclose(a, b, rtol=RTOL, atol=ATOL, err_msg=f"result {k} of {family} on {backend}")
+
+
+# -- what a call with arrays of other libraries refuses ---------------------------------------------
+def _affine():
+    g = gc.Graph("affine")
+    x, W = g.input("x", ("n", 3)), g.param("W", (3, 2))
+    loss = gc.mean((x @ W) ** 2)
+    return gc.compile([loss, *gc.grad(loss, [W])])
+
+
+def test_arrays_of_two_libraries_in_one_call_are_named():
+    torch = pytest.importorskip("torch", reason="torch is not installed")
+    jnp = pytest.importorskip("jax.numpy", reason="jax is not installed")
+    fn = _affine()
+    x, W = np.ones((4, 3)), np.ones((3, 2))
+    with pytest.raises(gc.BindingError, match=r"arrays of 2 libraries in one call: 'x' is a numpy array; 'W' is a "
+                                              r"torch tensor; .*graphc\.backends\.asarrays\(\{'x': \.\.\.\}, 'torch'\)"):
+        fn(x=x, W=torch.from_numpy(W))
+    with pytest.raises(gc.BindingError, match=r"'x' is a JAX array; 'W' is a torch tensor"):
+        fn(x=jnp.asarray(x, dtype=jnp.float32), W=torch.ones(3, 2))
+    fn(x=torch.from_numpy(x), W=torch.from_numpy(W))  # the same function, once the arrays agree
+    with pytest.raises(gc.BindingError, match=r"'x' is a torch tensor; 'W' is a numpy array"):
+        fn(x=torch.from_numpy(x), W=W)  # a specialisation seen before is not reused for a mixed call
+
+
+def test_numbers_given_with_torch_tensors_become_tensors():
+    torch = pytest.importorskip("torch", reason="torch is not installed")
+    pytest.importorskip("array_api_compat", reason="array-api-compat is not installed")
+    g = gc.Graph("scaled")
+    x, s = g.input("x", (3,)), g.input("s", ())
+    out = gc.compile(x * s)(x=torch.ones(3, dtype=torch.float64), s=2.0)
+    assert isinstance(out, torch.Tensor) and out.tolist() == [2.0, 2.0, 2.0]
+
+
+def test_dtype_mismatches_name_the_libraries_conversion():
+    torch = pytest.importorskip("torch", reason="torch is not installed")
+    pytest.importorskip("array_api_compat", reason="array-api-compat is not installed")
+    fn = _affine()
+    with pytest.raises(gc.BindingError, match=r"'W' has dtype torch\.float32 but 'x' has torch\.float64; .*"
+                                              r"X\.to\(torch\.float64\)"):
+        fn(x=torch.ones(4, 3, dtype=torch.float64), W=torch.ones(3, 2, dtype=torch.float32))
+    with pytest.raises(gc.BindingError, match=r"'x': dtype bfloat16 is not supported.*X\.to\(torch\.float32\)"):
+        fn(x=torch.ones(4, 3, dtype=torch.bfloat16), W=torch.ones(3, 2, dtype=torch.bfloat16))
+    with pytest.raises(gc.BindingError, match=r"'x': expected a floating-point array, got dtype torch\.int64; .*"
+                                              r"X\.to\(torch\.float32\)"):
+        fn(x=torch.ones(4, 3, dtype=torch.int64), W=torch.ones(3, 2))
+
+
+def test_arrays_on_two_devices_are_named():
+    torch = pytest.importorskip("torch", reason="torch is not installed")
+    pytest.importorskip("array_api_compat", reason="array-api-compat is not installed")
+    fn = _affine()  # torch's "meta" device stands for a GPU here: no data, a device of its own
+    with pytest.raises(gc.BindingError, match=r"'x' is on cpu but 'W' is on meta; all arrays of one call must be "
+                                              r"on one device"):
+        fn(x=torch.ones(4, 3, dtype=torch.float64), W=torch.ones(3, 2, dtype=torch.float64, device="meta"))
+
+
+def test_a_missing_array_api_compat_says_what_to_install(monkeypatch):
+    torch = pytest.importorskip("torch", reason="torch is not installed")
+    monkeypatch.setitem(sys.modules, "array_api_compat", None)  # what an import finds when it is not installed
+    with pytest.raises(gc.BindingError, match=r'a torch tensor needs the optional package array-api-compat.*'
+                                              r'pip install "graphc\[torch\]"'):
+        _affine()(x=torch.ones(4, 3, dtype=torch.float64), W=torch.ones(3, 2, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("library, hint", [("torch", r'pip install "graphc\[torch\]"'),
+                                           ("jax", r'pip install "graphc\[jax\]"'),
+                                           ("dask", r'pip install "graphc\[dask\]"'),
+                                           ("cupy", r"pip install cupy-cuda12x array-api-compat")])
+def test_a_library_that_is_not_installed_says_what_to_install(monkeypatch, library, hint):
+    for name in {"torch": ["torch"], "jax": ["jax", "jax.numpy"], "dask": ["dask", "dask.array"],
+                 "cupy": ["cupy"]}[library]:
+        monkeypatch.setitem(sys.modules, name, None)
+    with pytest.raises(gc.GraphcError, match=rf"{library} arrays need .*, which is not installed: {hint}"):
+        asarrays({"w": np.ones(2)}, library)
+
+
+def test_in_place_updates_of_jax_arrays_and_the_guard_inside_jit_are_refused(x64):
+    jax = pytest.importorskip("jax", reason="jax is not installed")
+    pytest.importorskip("array_api_compat", reason="array-api-compat is not installed")
+    g = gc.Graph("decay")
+    w = g.param("w", (3,))
+    fn = gc.compile(gc.sum(w * w), updates={w: w * 0.5})
+    with pytest.raises(gc.BindingError, match=r"'w' is updated in place, but it is a JAX array, which cannot be "
+                                              r"written in place; .*TrainStep\.apply"):
+        fn(w=jax.numpy.ones(3))
+    guarded = gc.compile(gc.log(w), check_numerics=True)
+    with pytest.raises(gc.GraphcError, match=r"check_numerics=True reads every value, which jax\.jit does not allow"):
+        jax.jit(lambda a: guarded(w=a))(jax.numpy.ones(3))
+    with pytest.raises(gc.NumericsError, match=r"NaN produced by"):  # outside jit the guard works
+        guarded(w=jax.numpy.asarray([1.0, -1.0, 2.0]))

@@ -41,10 +41,11 @@ def library_of(value: Any) -> str:
     return "jax" if root == "jaxlib" else root
 
 
-def describe(value: Any) -> str:
-    """``value`` as messages name it: "a torch tensor", "a JAX array", ..."""
+def describe(value: Any, plural: bool = False) -> str:
+    """``value`` as messages name it: "a torch tensor", "a JAX array", ... (``plural``: "torch tensors")."""
     lib = library_of(value)
-    return _KIND.get(lib, f"an array of {lib} ({type(value).__name__})")
+    kind = _KIND.get(lib, f"an array of {lib} ({type(value).__name__})")
+    return kind.split(" ", 1)[1] + "s" if plural else kind
 
 
 def install_hint(library: str) -> str:

@@ -166,17 +166,15 @@ class CompiledFunction:
         import numpy as np
 
         first = None
+        groups: dict[str, list] = {}  # library -> names of its arrays, in argument order
         for leaf, value in zip(self.program.args, arrays):
             if hasattr(value, "shape") and hasattr(value, "dtype") and not isinstance(value, np.generic):
                 lib = libraries.library_of(value)
+                groups.setdefault(lib, []).append((leaf.name, value))
                 if first is None:
                     first = (lib, leaf.name, value)
-                elif lib != first[0]:
-                    raise BindingError(
-                        f"{self.program.name}: {first[1]!r} is {libraries.describe(first[2])} but {leaf.name!r} is "
-                        f"{libraries.describe(value)}; all arrays of one call must come from one library "
-                        f"(convert them, e.g. with graphc.backends.libraries.asarrays(arrays, {first[0]!r}))"
-                    )
+        if len(groups) > 1:
+            raise BindingError(self._mixed(groups))
         if first is None or first[0] == "numpy":
             return "numpy", np, None
         lib, name, value = first
@@ -189,6 +187,24 @@ class CompiledFunction:
                         raise BindingError(f"{self.program.name}: {name!r} is on {dev} but {leaf.name!r} is on "
                                            f"{where}; all arrays of one call must be on one device")
         return lib, xp, dev
+
+    def _mixed(self, groups: dict) -> str:
+        """The message for a call with arrays of several libraries: which are which, and a conversion."""
+        parts = []
+        for named in groups.values():
+            # a train step's own inputs (the optimizer's state) are not the user's to name
+            shown = [n for n, _ in named if n not in self.graph.private] or [n for n, _ in named]
+            names = ", ".join(repr(n) for n in shown)
+            parts.append(f"{names} {'are' if len(named) > 1 else 'is'} "
+                         f"{libraries.describe(named[0][1], plural=len(named) > 1)}")
+        # numpy arrays are usually the ones to convert (data read from files), else the fewest
+        libs = sorted(groups, key=lambda lib: (lib != "numpy", len(groups[lib])))
+        source, target = libs[0], libs[-1]
+        names = [n for n, _ in groups[source] if n not in self.graph.private] or [n for n, _ in groups[source]]
+        feed = "{" + ", ".join(f"{n!r}: ..." for n in names[:3]) + (", ...}" if len(names) > 3 else "}")
+        return (f"{self.program.name}: arrays of {len(groups)} libraries in one call: {'; '.join(parts)}; all arrays "
+                f"of one call must come from one library: convert them, e.g. with "
+                f"graphc.backends.asarrays({feed}, {target!r})")
 
     def _check(self, arrays: list) -> tuple:
         import numpy as np
