@@ -171,7 +171,12 @@ def asarrays(arrays: Mapping[str, Any], library: str, device: Any = None) -> dic
 
 
 def to_numpy(value: Any):
-    """A numpy array with the values of ``value`` (copied from the GPU, computed for dask)."""
+    """A numpy array with the values of ``value`` (copied from the GPU, computed for dask).
+
+    >>> from graphc.backends import asarrays, to_numpy
+    >>> to_numpy(asarrays({"w": [1.0, 2.0]}, "numpy")["w"])
+    array([1., 2.])
+    """
     lib = library_of(value)
     if lib == "torch":
         return value.detach().cpu().numpy()
