@@ -3,7 +3,9 @@
 An optimizer turns (param, gradient, state) into new values of the param and of
 its state, as ordinary elementwise nodes.  ``TrainStep`` compiles the forward
 pass, the backward pass and these updates into one function that writes the new
-values into the parameter and state arrays in place and returns the loss.
+values into the parameter and state arrays in place (numpy, torch, CuPy) and returns
+the loss; ``TrainStep.apply`` is the same step as a pure function, returning the new
+values instead (any library; JAX's arrays cannot be written, and ``jax.jit`` compiles it).
 
 Hyperparameters are folded into the generated code as constants (decided once);
 only Adam's bias-corrected step size changes per step and is passed in as a scalar.
