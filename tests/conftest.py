@@ -59,7 +59,7 @@ DOMAINS = {
 }
 
 #: Identifiers the generated source may use (see graphc/compiler/emit.py).
-GENERATED_NAME = re.compile(r"^[a-z]\d+$|^(xp|rt|kernels|dtype|dims|labels|run|build)$")
+GENERATED_NAME = re.compile(r"^[a-z]\d+$|^(xp|rt|kernels|dtype|dims|labels|device|run|build)$")
 
 
 def concrete(shape) -> tuple:
