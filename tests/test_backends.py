@@ -376,3 +376,14 @@ def test_in_place_updates_of_jax_arrays_and_the_guard_inside_jit_are_refused(x64
         jax.jit(lambda a: guarded(w=a))(jax.numpy.ones(3))
     with pytest.raises(gc.NumericsError, match=r"NaN produced by"):  # outside jit the guard works
         guarded(w=jax.numpy.asarray([1.0, -1.0, 2.0]))
+
+
+def test_numbers_with_tensors_are_converted_at_every_call():
+    torch = pytest.importorskip("torch", reason="torch is not installed")
+    pytest.importorskip("array_api_compat", reason="array-api-compat is not installed")
+    g = gc.Graph("scaled_again")
+    x, s = g.input("x", (3,)), g.input("s", ())
+    fn = gc.compile(x * s)
+    for value in (np.float64(2.0), np.float64(3.0)):  # the second call must not reuse the first's arrays
+        out = fn(x=torch.ones(3, dtype=torch.float64), s=value)
+        assert isinstance(out, torch.Tensor) and out.tolist() == [float(value)] * 3

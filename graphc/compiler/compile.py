@@ -51,9 +51,13 @@ def check_float_dtype(dtype, name: str, like=None) -> None:
         )
 
 
-def _library_key(arrays: list) -> tuple:
+def _library_key(arrays: list) -> tuple | None:
     """What a specialisation for arrays of another library than numpy depends on: each array's
-    type (so a call mixing libraries is checked, and refused), shape, dtype and device."""
+    type, shape, dtype and device.  None (checked at every call) when the arrays are not all
+    of one library: the call is refused, or its numbers are converted, by ``_check``."""
+    first = libraries.library_of(arrays[0])
+    if any(libraries.library_of(a) != first for a in arrays):
+        return None
     return tuple((type(a), tuple(a.shape), a.dtype, libraries.device(a)) for a in arrays)
 
 
@@ -211,7 +215,7 @@ class CompiledFunction:
 
         lib, xp, dev = self._library(arrays)
         bound: dict[str, tuple] = {}
-        float_dtype, float_from, float_value = None, None, None
+        float_dtype, float_from = None, None
         checked = []
         for leaf, value in zip(self.program.args, arrays):
             if not hasattr(value, "shape") or not hasattr(value, "dtype") or (lib != "numpy" and isinstance(value, np.generic)):
