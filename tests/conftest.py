@@ -21,6 +21,7 @@ Other fixtures:
   are all generated (no user name reaches code).
 * ``affine``: ``Y = x·W + b`` with a squared loss and its gradients wrt x, W, b.
 * ``no_blas``: ``GRAPHC_BLAS=0`` for one test, so every gemm takes numpy's path.
+* ``x64``: JAX in its 64-bit mode for a test module (the backend tests compare in float64).
 
 Plain helper functions shared by several test modules are in ``tests/helpers.py``.
 """
@@ -58,7 +59,7 @@ DOMAINS = {
 }
 
 #: Identifiers the generated source may use (see graphc/compiler/emit.py).
-GENERATED_NAME = re.compile(r"^[a-z]\d+$|^(xp|rt|kernels|dtype|dims|labels|run|build)$")
+GENERATED_NAME = re.compile(r"^[a-z]\d+$|^(xp|rt|kernels|dtype|dims|labels|device|run|build)$")
 
 
 def concrete(shape) -> tuple:
@@ -154,3 +155,17 @@ def no_blas(monkeypatch):
     yield
     monkeypatch.delenv("GRAPHC_BLAS")
     blas.gemm_function.cache_clear()
+
+
+@pytest.fixture(scope="module")
+def x64():
+    """JAX computes in float64 only in its 64-bit mode: on for this module, restored after."""
+    try:
+        import jax
+    except ImportError:
+        yield
+        return
+    before = jax.config.jax_enable_x64
+    jax.config.update("jax_enable_x64", True)
+    yield
+    jax.config.update("jax_enable_x64", before)

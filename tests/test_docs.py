@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 import graphc
+import graphc.backends
 import graphc.datasets
 import graphc.evaluate
 import graphc.optim
@@ -104,7 +105,8 @@ def test_api_pages_document_every_public_name(site):
                and f"{getattr(graphc, name).__module__}.{name}" not in ids]
     assert not missing, f"not on the API page: {missing}"
     for page, module, names in [("api/optim", "graphc.optim", OPTIM), ("api/evaluate", "graphc.evaluate", ["Evaluator"]),
-                                ("api/datasets", "graphc.datasets", ["load_mnist"])]:
+                                ("api/datasets", "graphc.datasets", ["load_mnist"]),
+                                ("api/backends", "graphc.backends.libraries", BACKENDS)]:
         ids = page_ids(site, page)
         assert not [n for n in names if f"{module}.{n}" not in ids], page
     ids = page_ids(site, "api/serialize")
@@ -126,6 +128,7 @@ def test_home_and_performance_include_the_readmes(site):
 MNIST_PRESENT = bool(os.environ.get("GRAPHC_DATA")) and all(
     (Path(os.environ["GRAPHC_DATA"]) / f).exists() for f in graphc.datasets.MNIST_FILES)
 OPTIM = ["SGD", "Momentum", "Adam", "TrainStep", "make_optimizer"]
+BACKENDS = ["asarrays", "to_numpy"]
 SERIALIZE = [(n, getattr(graphc.serialize, n)) for n in graphc.serialize.__all__
              if inspect.isfunction(getattr(graphc.serialize, n)) or inspect.isclass(getattr(graphc.serialize, n))]
 
@@ -135,6 +138,7 @@ def public_api() -> list[tuple[str, object]]:
     objs = [(n, o) for n, o in objs if inspect.isfunction(o) or inspect.isclass(o) or callable(o)]
     objs += [(f"graphc.optim.{n}", getattr(graphc.optim, n)) for n in OPTIM]
     objs += [(f"graphc.serialize.{n}", o) for n, o in SERIALIZE]
+    objs += [(f"graphc.backends.{n}", getattr(graphc.backends, n)) for n in BACKENDS]
     objs += [("graphc.datasets.load_mnist", graphc.datasets.load_mnist),
              ("graphc.evaluate.Evaluator", graphc.evaluate.Evaluator)]
     return objs

@@ -9,4 +9,12 @@ kind of array.
 A backend is a lowering context class and its per-op rules, registered with
 :func:`graphc.ops.registry.lowering` under the backend's name, plus the runtime module
 (``rt`` in the generated code) and the rewrites it runs before lowering.
+
+:mod:`graphc.backends.libraries` recognises the array libraries; its converters are here:
+``asarrays(arrays, "torch", device="cuda")`` makes a dict of numpy arrays into another
+library's, ``to_numpy(a)`` brings one back.
 """
+
+from graphc.backends.libraries import asarrays, to_numpy
+
+__all__ = ["asarrays", "to_numpy"]

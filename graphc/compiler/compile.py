@@ -21,7 +21,7 @@ import linecache
 import threading
 from typing import Any, Mapping, Sequence
 
-from graphc.backends import array_api, numpy as numpy_backend
+from graphc.backends import array_api, libraries, numpy as numpy_backend
 from graphc.compiler.codegen.program import Program
 from graphc.compiler.explain.notation import safe
 from graphc.compiler.passes import simplify
@@ -32,34 +32,33 @@ from graphc.ops.node import Node
 _COUNTER = iter(range(1, 1 << 62))
 
 
-def _namespace(array):
-    """The array namespace of ``array``: numpy for numpy arrays, array-api-compat otherwise."""
-    import numpy as np
-
-    if isinstance(array, (np.ndarray, np.generic)):  # numpy scalars (np.float64(2.0)) too
-        return np
-    try:
-        import array_api_compat
-    except ImportError:  # pragma: no cover
-        raise BindingError(f"arrays of type {type(array).__name__} need the optional package array-api-compat") from None
-    return array_api_compat.array_namespace(array)
-
-
 #: The float dtypes graphc computes in.  Narrower floats are refused: constant factors that the
 #: compiler moves past a product (``(x/255)·W = (x·W)/255``) overflow float16's range, and
 #: optimizer constants such as Adam's eps = 1e-8 round to zero in it.
 SUPPORTED_FLOATS = ("float32", "float64")
 
 
-def check_float_dtype(dtype, name: str) -> None:
-    """Refuse a float dtype other than float32 and float64 (any array library's), naming ``name``."""
-    label = str(dtype).rsplit(".", 1)[-1]  # numpy's 'float16', torch's 'torch.bfloat16'
+def check_float_dtype(dtype, name: str, like=None) -> None:
+    """Refuse a float dtype other than float32 and float64 (any array library's), naming ``name``
+    (the hint converts in the library of the array ``like`` when given)."""
+    label = libraries.dtype_name(dtype)  # numpy's 'float16', torch's 'torch.bfloat16'
     if label not in SUPPORTED_FLOATS:
         raise BindingError(
             f"{name!r}: dtype {label} is not supported; graphc computes in float32 or float64 only "
             f"(in float16 or bfloat16, constant factors moved past a product can overflow and optimizer "
-            f"constants such as Adam's eps round to zero); convert it, e.g. X.astype(np.float32)"
+            f"constants such as Adam's eps round to zero); convert it, e.g. "
+            f"{libraries.astype_hint(like, 'float32') if like is not None else 'X.astype(np.float32)'}"
         )
+
+
+def _library_key(arrays: list) -> tuple | None:
+    """What a specialisation for arrays of another library than numpy depends on: each array's
+    type, shape, dtype and device.  None (checked at every call) when the arrays are not all
+    of one library: the call is refused, or its numbers are converted, by ``_check``."""
+    first = libraries.library_of(arrays[0])
+    if any(libraries.library_of(a) != first for a in arrays):
+        return None
+    return tuple((type(a), tuple(a.shape), a.dtype, libraries.device(a)) for a in arrays)
 
 
 class CompiledFunction:
@@ -165,18 +164,67 @@ class CompiledFunction:
                 )
         return arrays
 
+    def _library(self, arrays: list) -> tuple:
+        """``(library, xp, device)`` of this call: the arrays must all come from one library
+        (and one device); Python numbers, lists and numpy scalars are made arrays of it."""
+        import numpy as np
+
+        first = None
+        groups: dict[str, list] = {}  # library -> names of its arrays, in argument order
+        for leaf, value in zip(self.program.args, arrays):
+            if hasattr(value, "shape") and hasattr(value, "dtype") and not isinstance(value, np.generic):
+                lib = libraries.library_of(value)
+                groups.setdefault(lib, []).append((leaf.name, value))
+                if first is None:
+                    first = (lib, leaf.name, value)
+        if len(groups) > 1:
+            raise BindingError(self._mixed(groups))
+        if first is None or first[0] == "numpy":
+            return "numpy", np, None
+        lib, name, value = first
+        xp, dev = libraries.namespace(value), libraries.device(value)
+        if dev is not None:
+            for leaf, other in zip(self.program.args, arrays):
+                if hasattr(other, "shape") and not isinstance(other, np.generic):
+                    where = libraries.device(other)
+                    if where is not None and where != dev:
+                        raise BindingError(f"{self.program.name}: {name!r} is on {dev} but {leaf.name!r} is on "
+                                           f"{where}; all arrays of one call must be on one device")
+        return lib, xp, dev
+
+    def _mixed(self, groups: dict) -> str:
+        """The message for a call with arrays of several libraries: which are which, and a conversion."""
+        parts = []
+        for named in groups.values():
+            # a train step's own inputs (the optimizer's state) are not the user's to name
+            shown = [n for n, _ in named if n not in self.graph.private] or [n for n, _ in named]
+            names = ", ".join(repr(n) for n in shown)
+            parts.append(f"{names} {'are' if len(named) > 1 else 'is'} "
+                         f"{libraries.describe(named[0][1], plural=len(named) > 1)}")
+        # numpy arrays are usually the ones to convert (data read from files), else the fewest
+        libs = sorted(groups, key=lambda lib: (lib != "numpy", len(groups[lib])))
+        source, target = libs[0], libs[-1]
+        names = [n for n, _ in groups[source] if n not in self.graph.private] or [n for n, _ in groups[source]]
+        feed = "{" + ", ".join(f"{n!r}: ..." for n in names[:3]) + (", ...}" if len(names) > 3 else "}")
+        return (f"{self.program.name}: arrays of {len(groups)} libraries in one call: {'; '.join(parts)}; all arrays "
+                f"of one call must come from one library: convert them, e.g. with "
+                f"graphc.backends.asarrays({feed}, {target!r})")
+
     def _check(self, arrays: list) -> tuple:
         import numpy as np
 
+        lib, xp, dev = self._library(arrays)
         bound: dict[str, tuple] = {}
         float_dtype, float_from = None, None
         checked = []
         for leaf, value in zip(self.program.args, arrays):
-            if not hasattr(value, "shape") or not hasattr(value, "dtype"):
+            if not hasattr(value, "shape") or not hasattr(value, "dtype") or (lib != "numpy" and isinstance(value, np.generic)):
                 try:
                     value = np.asarray(value)
                 except Exception as exc:  # noqa: BLE001 - any conversion failure is the user's input
                     raise BindingError(f"{leaf.name!r}: cannot make an array of {type(value).__name__}: {exc}") from None
+                if lib != "numpy":  # a number or list given with torch/JAX/... arrays: made one of theirs
+                    value = xp.asarray(value, device=dev) if dev is not None else xp.asarray(value)
             shape = tuple(value.shape)
             if len(shape) != leaf.ndim:
                 raise BindingError(
@@ -205,33 +253,42 @@ class CompiledFunction:
                     f"convert it (e.g. X.astype(X.dtype.newbyteorder('=')))"
                 )
             if kind is None:  # a non-numpy array library: ask its namespace
-                xp = _namespace(value)
                 kind = "f" if xp.isdtype(value.dtype, "real floating") else "i" if xp.isdtype(value.dtype, "integral") else "?"
             if leaf.kind == "float":
                 if kind != "f":
                     raise BindingError(
                         f"{leaf.name!r}: expected a floating-point array, got dtype {value.dtype}; "
-                        "convert it explicitly (e.g. X.astype(np.float32))"
+                        f"convert it explicitly (e.g. {libraries.astype_hint(value, 'float32')})"
                     )
-                check_float_dtype(value.dtype, leaf.name)
+                check_float_dtype(value.dtype, leaf.name, like=value)
                 if float_dtype is None:
                     float_dtype, float_from = value.dtype, leaf.name
                 elif value.dtype != float_dtype:
+                    want = libraries.dtype_name(float_dtype)
                     raise BindingError(
                         f"{leaf.name!r} has dtype {value.dtype} but {float_from!r} has {float_dtype}; "
-                        "all float inputs of one call must share a dtype"
+                        f"all float inputs of one call must share a dtype (convert, e.g. "
+                        f"{libraries.astype_hint(value, want)})"
                     )
             if leaf.kind == "int" and kind not in ("i", "u"):
                 raise BindingError(f"{leaf.name!r}: expected an integer array of labels, got dtype {value.dtype}")
-            if leaf.name in self._updated and not getattr(getattr(value, "flags", None), "writeable", False):
-                raise BindingError(f"{leaf.name!r} is updated in place, so it must be a writeable numpy array")
+            if leaf.name in self._updated and not libraries.mutable(value):
+                raise BindingError(self._immutable(leaf.name, value))
             checked.append(value)
         if float_dtype is None:
-            float_dtype = np.dtype(np.float64)
+            float_dtype = np.dtype(np.float64) if lib == "numpy" else xp.float64
         dims = tuple(bound[d][0] for d in self.program.dims)
-        return checked, dims, float_dtype
+        return checked, dims, float_dtype, xp, dev
 
-    def _specialise(self, dims: tuple, dtype, xp):
+    @staticmethod
+    def _immutable(name: str, value) -> str:
+        if libraries.library_of(value) in ("numpy", "torch", "cupy"):
+            return f"{name!r} is updated in place, so it must be a writeable numpy array (or torch tensor)"
+        return (f"{name!r} is updated in place, but it is {libraries.describe(value)}, which cannot be written "
+                "in place; for a train step use TrainStep.apply(params, state, batch), which returns the new "
+                "params and state")
+
+    def _specialise(self, dims: tuple, dtype, xp, device=None):
         import opt_einsum
 
         from graphc.backends.numpy.pairwise import NpContraction
@@ -243,10 +300,10 @@ class CompiledFunction:
         if program is self._generic:  # any array library: opt_einsum's own executor
             kernels = [opt_einsum.contract_expression(k.spec, *map(concrete, k.shapes), optimize="auto")
                        for k in program.kernels]
-        else:  # numpy: opt_einsum's path, each pairwise product into a buffer made here
-            kernels = [NpContraction(k.spec, list(map(concrete, k.shapes)), dtype) for k in program.kernels]
-        runtime = array_api.runtime if program is self._generic else numpy_backend.runtime
-        return build(xp, runtime, kernels, dtype, dims, program.labels)
+            return build(xp, array_api.runtime, kernels, dtype, dims, program.labels, device)
+        # numpy: opt_einsum's path, each pairwise product into a buffer made here
+        kernels = [NpContraction(k.spec, list(map(concrete, k.shapes)), dtype) for k in program.kernels]
+        return build(xp, numpy_backend.runtime, kernels, dtype, dims, program.labels)
 
     def __call__(self, *args, **kwargs):
         return self.call_arrays(self._bind(args, kwargs))
@@ -260,8 +317,8 @@ class CompiledFunction:
         run, arrays = self.specialised(arrays)
         if not trusted_updates:
             for k in self._updated_positions:
-                if not arrays[k].flags.writeable:
-                    raise BindingError(f"{self.args[k]!r} is updated in place, so it must be a writeable numpy array")
+                if not libraries.mutable(arrays[k]):
+                    raise BindingError(self._immutable(self.args[k], arrays[k]))
         results = run(*arrays)
         return results[0] if self._single else results
 
@@ -270,8 +327,10 @@ class CompiledFunction:
         (checked the first time they are seen in this thread), which takes the arrays in
         ``self.args`` order and returns a tuple of results, and the arrays to give it
         (array-likes converted).  For callers that hold some arrays fixed (TrainStep)."""
+        numpy = not arrays or type(arrays[0]).__module__ == "numpy"
         try:
-            key = tuple((a.shape, a.dtype) for a in arrays) if not arrays or type(arrays[0]).__module__ == "numpy" else None
+            # the type too: a JAX or dask array has a numpy dtype, and must not reuse numpy's run
+            key = tuple((type(a), a.shape, a.dtype) for a in arrays) if numpy else _library_key(arrays)
         except AttributeError:
             key = None
         cache = getattr(self._local, "runs", None)
@@ -279,11 +338,10 @@ class CompiledFunction:
             cache = self._local.runs = {}
         run = cache.get(key) if key is not None else None
         if run is None:
-            arrays, dims, dtype = self._check(arrays)
-            xp = _namespace(arrays[0]) if arrays else __import__("numpy")
-            run = self._specialise(dims, dtype, xp)
-            if key is not None and (not arrays or type(arrays[0]).__module__ == "numpy"):
-                cache[tuple((a.shape, a.dtype) for a in arrays)] = run
+            arrays, dims, dtype, xp, device = self._check(arrays)
+            run = self._specialise(dims, dtype, xp, device)
+            if key is not None:
+                cache[key] = run
         return run, arrays
 
     def explain(self, compiled: bool = False, **kw) -> str:

@@ -75,10 +75,11 @@ class Constant(_NoGradient):
     def expression(self, node, name_of):
         return sympy_module().Float(self.value)
 
-    def array_code(self, node, shape_code, dim_code) -> str:
+    def array_code(self, node, shape_code, dim_code, device: str = "") -> str:
         """Code making the value with an array namespace ``xp`` in the call's ``dtype``
-        (both backends make it once, when a function is specialised)."""
-        return f"xp.asarray({self.value!r}, dtype=dtype)"
+        (both backends make it once, when a function is specialised); ``device``: code
+        for the arrays' device (``", device=device"``), where the backend places arrays."""
+        return f"xp.asarray({self.value!r}, dtype=dtype{device})"
 
     def fields(self, codec):
         return {"value": self.value}
@@ -104,8 +105,8 @@ class Zeros(_NoGradient):
     def expression(self, node, name_of):
         return sympy_module().Integer(0)
 
-    def array_code(self, node, shape_code, dim_code) -> str:
-        return f"xp.zeros({shape_code(node.shape)}, dtype=dtype)"
+    def array_code(self, node, shape_code, dim_code, device: str = "") -> str:
+        return f"xp.zeros({shape_code(node.shape)}, dtype=dtype{device})"
 
     @classmethod
     def load(cls, graph, e, inputs, shape, name, codec):
@@ -155,8 +156,8 @@ class Delta(_NoGradient):
         sp = sympy_module()
         return sp.KroneckerDelta(sp.Idx("i"), sp.Idx("j"))
 
-    def array_code(self, node, shape_code, dim_code) -> str:
-        return f"xp.eye({dim_code(node.shape[0])}, dtype=dtype)"
+    def array_code(self, node, shape_code, dim_code, device: str = "") -> str:
+        return f"xp.eye({dim_code(node.shape[0])}, dtype=dtype{device})"
 
     @classmethod
     def load(cls, graph, e, inputs, shape, name, codec):

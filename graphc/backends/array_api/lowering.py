@@ -83,7 +83,10 @@ class ArrayApiLowering:
         out_vars, copies = [], []
         for k, o in enumerate(self.outputs):
             x = self.var(o)
-            if x in self.shared or x in out_vars:
+            if isinstance(o.op, DimSize):  # a dim's size as a result: an array, as every result is
+                copies.append(f"        r{k} = xp.asarray({x}, dtype=dtype, device=device)")
+                x = f"r{k}"
+            elif x in self.shared or x in out_vars:
                 copies.append(f"        r{k} = rt.materialize(xp, {x})")
                 x = f"r{k}"
             out_vars.append(x)
@@ -127,7 +130,7 @@ def _dim_size(node, L):
 
 @lowering(BACKEND, Constant, Zeros, Delta)
 def _constant(node, L):
-    return node.op.array_code(node, L.shape_code, L.dim_code)
+    return node.op.array_code(node, L.shape_code, L.dim_code, device=", device=device")
 
 
 @lowering(BACKEND, Elementwise)
@@ -135,6 +138,10 @@ def _elementwise(node, L):
     op = node.op
     rhs = code(op.fn.expr, {s: view(L.var(x), idx, op.out_indices)
                             for s, x, idx in zip(op.fn.symbols, node.inputs, op.in_indices)})
+    if all(isinstance(x.op, DimSize) for x in node.inputs):
+        # Only dim sizes (1/|n| of a mean's gradient): a Python number, made an array of the
+        # call's library, dtype and device (torch's reshape and broadcast take no floats).
+        rhs = f"xp.asarray({rhs}, dtype=dtype, device=device)"
     if not any(len(idx) == node.ndim for idx in op.in_indices):  # no operand spans the output
         rhs = f"xp.broadcast_to({rhs}, {L.shape_code(node.shape)})"
     return rhs

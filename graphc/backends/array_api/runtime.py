@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import math
 
+from graphc.backends.libraries import device, is_traced, library_of
 from graphc.errors import BindingError, GraphcError, NumericsError
 
 
@@ -38,6 +39,10 @@ def softmax_cross_entropy(xp, a, t, axis: int = -1):
 
 
 def check_labels(xp, labels, classes: int) -> None:
+    """Labels outside [0, classes) are refused, except inside ``jax.jit``, where values cannot
+    be read (JAX then clamps an out-of-range index, as its take_along_axis does)."""
+    if is_traced(labels):
+        return
     if labels.size and (bool(xp.any(labels < 0)) or bool(xp.any(labels >= classes))):
         bad = int(xp.min(labels)) if bool(xp.any(labels < 0)) else int(xp.max(labels))
         raise BindingError(f"integer labels must lie in [0, {classes}); found {bad}")
@@ -47,19 +52,30 @@ def softmax_cross_entropy_labels(xp, a, labels, axis: int = -1):
     """The same loss with integer labels: pick log softmax at each position's label."""
     check_labels(xp, labels, a.shape[axis])
     ls = log_softmax(xp, a, axis)
-    picked = xp.take_along_axis(ls, xp.expand_dims(labels, axis=axis % a.ndim), axis=axis)
+    axis %= a.ndim
+    where = xp.expand_dims(labels, axis=axis)
+    if hasattr(xp, "take_along_axis"):
+        picked = xp.take_along_axis(ls, where, axis=axis)
+    else:  # dask has no take_along_axis: a mask of each position's label, the same sum
+        shape = tuple(a.shape[axis] if k == axis else 1 for k in range(a.ndim))
+        classes = xp.reshape(xp.arange(a.shape[axis], device=device(labels)), shape)
+        picked = xp.where(where == classes, ls, xp.zeros((), dtype=ls.dtype, device=device(ls)))
     return -xp.sum(picked) / _positions(a, axis)
 
 
 def one_hot(xp, labels, classes: int, dtype):
     check_labels(xp, labels, classes)
-    return xp.astype(xp.reshape(labels, labels.shape + (1,)) == xp.arange(classes), dtype)
+    classes_range = xp.arange(classes, device=device(labels)) if xp.__name__ != "numpy" else xp.arange(classes)
+    return xp.astype(xp.reshape(labels, labels.shape + (1,)) == classes_range, dtype)
 
 
 def check_finite(xp, a, where: str, given: bool = False) -> None:
     """The numerics guard (compile(..., check_numerics=True)): stop at the first NaN or Inf,
     naming where it is (``given``: in an input, else produced by the node ``where``) and the
     index of the first such entry in row-major order."""
+    if is_traced(a):
+        raise GraphcError("check_numerics=True reads every value, which jax.jit does not allow: call the "
+                          "function outside jax.jit to find the first NaN or Inf, or compile it without the guard")
     if bool(xp.all(xp.isfinite(a))):
         return
     first = tuple(int(i[0]) for i in xp.nonzero(~xp.isfinite(a))) if a.ndim else ()
@@ -82,21 +98,37 @@ def _scipy_special():
     return special
 
 
-def _special_function(xp, a, name: str, scalar):
-    """``name`` (erf or erfc) elementwise: the array library's own where it has one (torch),
-    scipy's for numpy when scipy is installed, else ``math.<name>`` element by element (exact to
-    float64's precision, but a Python call per element)."""
-    own = getattr(xp, name, None)
-    if own is not None:
-        return own(a)
-    if xp.__name__.split(".")[0] not in ("numpy", "array_api_compat"):
-        raise GraphcError(f"{name} is not available for arrays of {xp.__name__}")
+def _numpy_special(a, name: str, scalar):
+    """``name`` on a numpy array: scipy's where installed, else ``math.<name>`` element by
+    element (exact to float64's precision, but a Python call per element)."""
     import numpy as np
 
     a = np.asarray(a)
     special = _scipy_special()
     out = getattr(special, name)(a) if special is not None else np.frompyfunc(scalar, 1, 1)(a)
     return np.asarray(out, dtype=a.dtype)
+
+
+def _special_function(xp, a, name: str, scalar):
+    """``name`` (erf or erfc) elementwise, in ``a``'s own library: torch's own function, JAX's
+    and CuPy's scipy.special, for dask each block through numpy's (scipy's, or math's)."""
+    own = getattr(xp, name, None)
+    if own is not None:
+        return own(a)
+    lib = library_of(a)
+    if lib == "jax":
+        from jax.scipy import special
+
+        return getattr(special, name)(a)
+    if lib == "cupy":
+        from cupyx.scipy import special
+
+        return getattr(special, name)(a)
+    if lib == "dask":
+        return a.map_blocks(_numpy_special, name, scalar, dtype=a.dtype)
+    if lib != "numpy":
+        raise GraphcError(f"{name} is not available for arrays of {lib} (namespace {xp.__name__})")
+    return _numpy_special(a, name, scalar)
 
 
 def erf(xp, a):

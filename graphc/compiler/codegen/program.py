@@ -1,8 +1,9 @@
 """What every backend's generated program shares: its shape, its signature and its header.
 
-A program's source is a factory ``build(xp, rt, kernels, dtype, dims, labels)``,
+A program's source is a factory ``build(xp, rt, kernels, dtype, dims, labels, device)``,
 called once per set of concrete dims (``labels`` carries the numerics-guard
-messages as data), returning the function ``run(a0, a1, ...)``: arrays in, a tuple
+messages as data; ``device``, where the array-API backend makes arrays: None for
+numpy), returning the function ``run(a0, a1, ...)``: arrays in, a tuple
 of results out.  User names never appear in code: arguments are ``a<k>``, dims
 ``d<k>``, values ``v<k>``; names appear only in comments, escaped so they cannot
 end the line (:func:`graphc.compiler.explain.safe`).  Each backend
@@ -117,7 +118,7 @@ def assemble(title: str, args: list, dims: list, dim_code, n_kernels: int, setup
     header += [f"#   a{k} = {safe(a.name)} {safe(str(a.shape))}" for k, a in enumerate(args)]
     header += [f"#   {dim_code(d)} = dim {safe(d)}" for d in dims]
     return "\n".join(header + [
-        "def build(xp, rt, kernels, dtype, dims, labels):",
+        "def build(xp, rt, kernels, dtype, dims, labels, device=None):",
         f"    ({''.join(dim_code(d) + ', ' for d in dims)}) = dims",
         f"    ({''.join(f'k{k}, ' for k in range(n_kernels))}) = kernels",
         *setup,

@@ -65,6 +65,20 @@ def _printer():
                 out = f"xp.where({self._print(cond)}, {self._print(value)}, {out})"
             return out
 
+        # sympy writes And/Or as numpy's ``logical_and.reduce((a, b))``: a ufunc method that
+        # torch's, JAX's and the array API's functions do not have.  Nested binary calls instead.
+        def _print_And(self, expr):
+            return self._logical("logical_and", expr.args)
+
+        def _print_Or(self, expr):
+            return self._logical("logical_or", expr.args)
+
+        def _logical(self, fn, args):
+            out = self._print(args[0])
+            for arg in args[1:]:
+                out = f"xp.{fn}({out}, {self._print(arg)})"
+            return out
+
         def _print_Max(self, expr):
             out = self._print(expr.args[0])
             for arg in expr.args[1:]:
