@@ -289,16 +289,16 @@ def test_jvp_through_cross_entropy_targets_survives_a_graph_file(tmp_path):
         np.testing.assert_allclose(a, b, rtol=1e-14)
 
 
-def test_the_readme_shows_the_two_layer_hessian_as_explain_prints_it():
+def test_the_docs_show_the_two_layer_hessian_as_explain_prints_it():
     from pathlib import Path
 
     from graphc.models import two_layer_net
 
     net = two_layer_net()
     text = gc.explain(gc.hessian(net.loss, net.params["W2"], name="H"))
-    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
-    shown = "\n".join(text.splitlines()[-3:])  # the README shows the last three lines
-    assert shown in readme
+    page = (Path(__file__).resolve().parent.parent / "docs" / "how-it-works.md").read_text(encoding="utf-8")
+    shown = "\n".join(text.splitlines()[-3:])  # the page shows the last three lines
+    assert shown in page
 
 
 @pytest.mark.parametrize("build, expected", [
