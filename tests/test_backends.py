@@ -200,6 +200,22 @@ def _one_hot_argmax(g):
     return [gc.one_hot(labels, 4) * a, gc.argmax(a), gc.one_hot(labels, 4)]
 
 
+def _conv_pool(g):
+    x, K, b = g.input("x", ("n", 2, 7, 6)), g.param("K", (3, 2, 3, 2)), g.param("b", (3,))
+    y = gc.conv2d(x, K, b, stride=(2, 1), padding=1, dilation=(1, 2))
+    return [y, gc.max_pool2d(gc.relu(y), 2, stride=1, padding=1), gc.avg_pool2d(y, (2, 1), padding=(1, 0)),
+            gc.conv2d(x, K).flatten()]
+
+
+def _index_sum_pad(g):  # the notation itself, a scatter written by hand, padding with -inf, a reshape
+    x, w = g.input("x", ("n", 8)), g.input("w", (3,))
+    s = gc.index_sum("s[n,i] = x[n,2*i+p] * w[p] * 0.5", x=x, w=w)
+    scatter = gc.index_sum("y[n,2*i+p] = s[n,i] * w[p]", s=s, w=w, shape=("n", 8))
+    return [s, scatter, gc.pad(x, [(0, 0), (1, 2)], value=-1.5), x.reshape(("n", 2, 4)),
+            gc.max_pool2d(gc.pad(x.reshape(("n", 1, 2, 4)), [(0, 0), (0, 0), (1, 1), (0, 0)], value=float("-inf")),
+                          (2, 2))]
+
+
 def _two_layer_net(g):
     return None  # built by _net_outputs: graphc.models makes its own graph
 
@@ -220,7 +236,8 @@ FAMILIES = {
     "broadcasting": _broadcasting, "arithmetic": _arithmetic, "unary": _unary, "stable": _stable,
     "erf_gelu": _erf_gelu, "maximum_minimum": _maximum_minimum, "comparisons_where": _comparisons_where,
     "reductions": _reductions, "full_mean": _full_mean, "softmax": _softmax, "cross_entropy": _cross_entropy,
-    "one_hot_argmax": _one_hot_argmax, "hvp": _hvp, "two_layer_net": _two_layer_net,
+    "one_hot_argmax": _one_hot_argmax, "hvp": _hvp, "conv_pool": _conv_pool, "index_sum_pad": _index_sum_pad,
+    "two_layer_net": _two_layer_net,
     "two_layer_net_labels": _two_layer_net_labels,
 }
 
