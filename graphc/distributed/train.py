@@ -1,8 +1,9 @@
 """Synchronous data-parallel training: one copy of the params, a shard and a compiled step per rank.
 
-Every step: the client sends the params to the workers (``scatter``, one copy per worker), each
+Every step: the client sends the params to the workers (inside each rank's task when they are
+small, else ``scatter``, one copy per worker), each
 rank computes the loss and gradients of its batch on its shard (kept on its worker, loaded there
-from the chunk files), the ranks' results are summed in a tree of tasks, and the client applies
+from the chunk files), the ranks' results are summed in a tree of tasks (the last level by the client), and the client applies
 the optimizer's update to its one copy of the params with a compiled :class:`graphc.optim.TrainStep`.
 Each rank's result is a pure function of (params, step), so a step whose worker dies is simply
 redone from the params it started with: dask reruns the rank elsewhere, and the step as a whole
@@ -15,6 +16,12 @@ import numpy as np
 
 from graphc.errors import BindingError, GraphcError
 from graphc.ops.node import Node
+
+#: Params up to this size travel inside each rank's task; larger ones are scattered first (a round
+#: trip of its own, but one copy per worker rather than one per task).
+INLINE_PARAMS_BYTES = 4 << 20
+#: How many ranks' results one sum takes: up to this many ranks, the client adds them itself.
+TREE_FAN_IN = 8
 
 
 def _update_graph(params: dict):
@@ -94,6 +101,7 @@ class DataParallelTrainer:
         self._step = TrainStep(_update_graph({n: params[n] for n in self.trained}),
                                {n: params[n] for n in self.trained}, optimizer)
         self.step_count = 0
+        self._workers: list = []
 
     @property
     def state(self):
@@ -127,30 +135,42 @@ class DataParallelTrainer:
                           f"workers' logs and memory, then call step() again or raise retries") from None
 
     def _gradients(self, attempt: int) -> dict:
+        from distributed import wait
+
         from graphc.distributed.worker import add_results, rank_grads
 
         client, step = self.client, self.step_count
         weight = self.batch_size / (self.batch_size * self.ranks) if self.reduce == "mean" else 1.0
-        # One copy of the params on each worker, sent from the client's synchronized copy.
-        sent = client.scatter([{n: np.array(v) for n, v in self.params.items()}], broadcast=True, hash=False)[0]
-        workers = sorted(client.ncores())  # asked of the scheduler now: a restarted worker has a new address
-        if not workers:
-            client.wait_for_workers(1, timeout=self.timeout)
-            workers = sorted(client.ncores())
+        # The params, from the client's synchronized copy: small ones travel inside each rank's
+        # task (no round trip of their own); large ones are scattered, one copy per worker.
+        params = {n: np.array(v) for n, v in self.params.items()}
+        if sum(v.nbytes for v in params.values()) > INLINE_PARAMS_BYTES:
+            sent = client.scatter([params], broadcast=True, hash=False)[0]
+            cancel = [sent]
+        else:
+            sent, cancel = params, []
+        if attempt or not self._workers:  # asked of the scheduler again after a loss: a restarted worker
+            self._workers = sorted(client.ncores())  # has a new address (a stale one is only a placement hint)
+            if not self._workers:
+                client.wait_for_workers(1, timeout=self.timeout)
+                self._workers = sorted(client.ncores())
+        workers = self._workers
         futures = [client.submit(rank_grads, self.spec, self.directory, chunks, self.names, r, step, self.seed,
                                  self.batch_size, weight, sent, workers=[workers[r % len(workers)]],
                                  allow_other_workers=True, pure=False,
                                  key=f"graphc-rank-{self.spec.token}-{step}-{attempt}-{r}")
                    for r, chunks in enumerate(self.shards)]
         level, made = futures, list(futures)
-        while len(level) > 1:  # a tree of sums, 8 at a time, on the workers
-            level = [client.submit(add_results, level[i:i + 8], pure=False) for i in range(0, len(level), 8)]
+        while len(level) > TREE_FAN_IN:  # a tree of sums on the workers, TREE_FAN_IN at a time
+            level = [client.submit(add_results, level[i:i + TREE_FAN_IN], pure=False)
+                     for i in range(0, len(level), TREE_FAN_IN)]
             made += level
-        try:
-            result = level[0].result(timeout=self.timeout)
+        try:  # the last level's few results come straight to the client: no extra hop through a worker
+            wait(level, timeout=self.timeout)
+            results = client.gather(level)
         finally:
-            client.cancel(made + [sent])
-        return add_results([result])
+            client.cancel(made + cancel)
+        return add_results(results)
 
     def step(self) -> float:
         """One synchronous step on every rank; returns the global batch's loss (before the update)."""
