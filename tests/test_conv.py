@@ -329,6 +329,23 @@ def test_a_bad_declaration_names_the_op_and_the_shapes(call, message):
         call(x, K)
 
 
+@pytest.mark.parametrize("lowering", LOWERINGS)
+@pytest.mark.parametrize("text,shapes,reference", [
+    ("y[i] = x[4-i]", {"x": (5,)}, lambda v: v["x"][::-1]),  # a negative coefficient: the range from below
+    ("y[i] = A[i,i]", {"A": (4, 4)}, lambda v: np.diag(v["A"])),  # a repeated letter: a diagonal
+    ("y[i] = x[2] * x[i]", {"x": (5,)}, lambda v: v["x"][2] * v["x"]),  # a constant index
+    ("y[i+p] = s[i] * w[p]", {"s": (4,), "w": (3,)}, lambda v: np.convolve(v["s"], v["w"])),  # overlapping writes
+])
+def test_index_sums_written_by_hand_match_numpy_and_finite_differences(text, shapes, reference, lowering):
+    g = gc.Graph("hand")
+    nodes = {k: g.input(k, shape) for k, shape in shapes.items()}
+    y = gc.index_sum(text, shape=(6,) if text.startswith("y[i+p]") else None, **nodes)
+    rng = np.random.default_rng(13)
+    values = {k: rng.standard_normal(shape) for k, shape in shapes.items()}
+    np.testing.assert_allclose(gc.compile(y, lowering=lowering)(values), reference(values), rtol=1e-13, atol=1e-14)
+    gc.check_grads((gc.tanh(y) * y).sum(), list(nodes.values()), values, lowering=lowering)
+
+
 @pytest.mark.parametrize("text,operands,message", [
     ("y[i] = x[i+p]", {}, r"'x' is not given"),
     ("y[i] = x[i*i]", {"x": (5,)}, r"'i \* i' is not an integer times an index"),

@@ -434,7 +434,7 @@ def infer_ranges(op_name: str, terms, operands, out, shape, given: Mapping) -> d
         for who, dims, ts in accesses:
             for t, d in zip(ts, dims):
                 unknown = [(c, a) for c, a in t.coeffs if c not in ranges]
-                if len(unknown) != 1 or not isinstance(d, int) or unknown[0][1] <= 0:
+                if len(unknown) != 1 or not isinstance(d, int):
                     continue
                 if any(not isinstance(ranges[c], int) for c in t.letters if c in ranges):
                     continue
@@ -442,9 +442,11 @@ def infer_ranges(op_name: str, terms, operands, out, shape, given: Mapping) -> d
                 known = Term(tuple((l, b) for l, b in t.coeffs if l != c), t.const)
                 lo, hi = known.bounds(ranges)
                 if lo < 0 or hi > d - 1:
+                    reach = hi if hi > d - 1 else lo
                     raise ShapeError(f"{op_name}: {who} of shape {format_shape(dims)} is indexed by {t}, which "
-                                     f"reaches {hi} for {c}=0: the window is larger than the axis ({d})")
-                ranges[c] = (d - 1 - hi) // a + 1
+                                     f"reaches {reach} for {c}=0: the window is larger than the axis ({d})")
+                # the most values that keep the term within 0..d-1: up from hi, or down from lo (a < 0)
+                ranges[c] = (d - 1 - hi) // a + 1 if a > 0 else lo // -a + 1
                 progress = True
     for who, dims, ts in accesses:
         for t in ts:

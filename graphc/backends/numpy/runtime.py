@@ -235,7 +235,10 @@ class SliceAdds:
         add = np.add
         for out_index, t_index in self.pairs:
             target = out[out_index]
-            add(target, T[t_index], out=target)
+            if isinstance(target, np.ndarray):
+                add(target, T[t_index], out=target)
+            else:  # every axis at one index: an element, not a view
+                out[out_index] += T[t_index]
 
 
 def window_max(windows, n_window: int, out) -> None:

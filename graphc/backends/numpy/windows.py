@@ -39,7 +39,7 @@ def window_code(L, var: str, shape, terms, sizes) -> tuple:
     for c in letters:
         uses = tuple((k, t.coefficient(c)) for k, t in enumerate(terms) if t.coefficient(c))
         axes.append(f"({L.dim_code(sizes[c])}, {uses!r})")
-    return letters, f"rt.window({var}, {starts!r}, ({', '.join(axes)},))"
+    return letters, f"rt.window({var}, {starts!r}, ({''.join(a + ', ' for a in axes)}))"
 
 
 def _operands(node, L):
@@ -120,6 +120,8 @@ def _batched_matmul(node, L, views, out: str) -> list[str] | None:
         xterms, yterms = op.terms
     if any(t.plain is None for t in yterms) or ycode != views[0][1] and ycode != views[1][1] \
             or len(set(yl)) != len(yl) or len(set(xl)) != len(xl) or all(t.plain for t in xterms):
+        return None
+    if not xl or not yl:  # a read of a single element (x[2]): no batch of windows
         return None
     b = xl[0]
     if not (isinstance(sizes[b], (int, str)) and all(isinstance(sizes[c], int) for c in xl[1:] + yl.replace(b, ""))):
